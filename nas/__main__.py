@@ -1,0 +1,5 @@
+"""``python -m nas`` is the ``nas`` command."""
+
+from nas.cli import run
+
+run()

@@ -1,0 +1,113 @@
+"""What every subcommand shares: output in table/JSON/CSV, progress only on a terminal, messages to stderr."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import math
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+FORMATS = ("table", "json", "csv")
+
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def add_format(parser: argparse.ArgumentParser, default: str = "table") -> None:
+    """Add ``-f/--format table|json|csv`` to a subcommand."""
+    parser.add_argument(
+        "-f", "--format", choices=FORMATS, default=default,
+        help="table for people, json or csv for tools (data goes to stdout, messages to stderr)",
+    )
+
+
+def message(text: str) -> None:
+    """A message for the user, on stderr (never mixed into data on stdout)."""
+    stderr.print(text)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if value == 0 or abs(value) >= 0.01:
+            return f"{value:,.4f}".rstrip("0").rstrip(".")
+        return f"{value:.3g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(_cell(v) for v in value)
+    return str(value)
+
+
+def emit(
+    rows: Sequence[dict[str, Any]],
+    fmt: str,
+    columns: Sequence[str] | None = None,
+    title: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write rows to stdout as a rich table, JSON or CSV.
+
+    ``extra`` (totals, notes) is printed under the table, or becomes ``{"rows": …, **extra}`` in JSON;
+    CSV carries the rows only.
+    """
+    columns = list(columns or (rows[0].keys() if rows else []))
+    if fmt == "json":
+        body: Any = [{k: _plain(r.get(k)) for k in columns} for r in rows]
+        if extra is not None:
+            body = {"rows": body, **{k: _plain(v) for k, v in extra.items()}}
+        sys.stdout.write(json.dumps(body, indent=2, default=str) + "\n")
+    elif fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: "" if r.get(k) is None else r.get(k) for k in columns})
+        sys.stdout.write(buf.getvalue())
+    else:
+        table = Table(title=title, show_lines=False)
+        for c in columns:
+            table.add_column(c, justify="right" if rows and isinstance(rows[0].get(c), (int, float)) else "left")
+        for r in rows:
+            table.add_row(*(_cell(r.get(c)) for c in columns))
+        console = Console(file=sys.stdout, width=max(160, Console().width), highlight=False)
+        console.print(table)
+        for k, v in (extra or {}).items():
+            console.print(f"{k}: {_cell(v)}")
+
+
+@contextlib.contextmanager
+def progress(description: str, total: int | None) -> Iterator[Any]:
+    """A rich progress bar on stderr when it is a terminal; otherwise a silent stand-in.
+
+    Yields a callable ``advance(n=1, description=None)``.
+    """
+    if not sys.stderr.isatty():
+        yield lambda n=1, description=None: None
+        return
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=stderr, transient=False,
+    )
+    with bar:
+        task = bar.add_task(description, total=total)
+
+        def advance(n: int = 1, description: str | None = None) -> None:
+            bar.update(task, advance=n, **({"description": description} if description else {}))
+
+        yield advance

@@ -1,0 +1,102 @@
+"""Named variants: the official RepVGG family and the seed's N0–N4, M0, M1 — one table, not one function each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from search_space.errors import SpecError
+from search_space.spec import ArchSpec, parse_spec
+
+A_DEPTHS = (2, 4, 14, 1)
+B_DEPTHS = (4, 6, 16, 1)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One named variant: depths, width multipliers, groups, where it comes from, and a note."""
+
+    name: str
+    depths: tuple[int, int, int, int]
+    widths: tuple[float, float, float, float]
+    groups: int
+    source: str
+    note: str = ""
+
+    def spec(self, resolution: int = 224, num_classes: int = 1000, block: str = "repvgg") -> ArchSpec:
+        """The preset as an :class:`ArchSpec` at the given input resolution, class count and block type."""
+        return ArchSpec(self.depths, self.widths, block, self.groups, resolution, num_classes)
+
+
+_OFFICIAL = "RepVGG (Ding et al., CVPR 2021), official table"
+_SEED = "challenge seed README, model-analysis table"
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        Preset("A0", A_DEPTHS, (0.75, 0.75, 0.75, 2.5), 1, _OFFICIAL, "also the seed's A0"),
+        Preset("A1", A_DEPTHS, (1, 1, 1, 2.5), 1, _OFFICIAL),
+        Preset("A2", A_DEPTHS, (1.5, 1.5, 1.5, 2.75), 1, _OFFICIAL),
+        Preset("B0", B_DEPTHS, (1, 1, 1, 2.5), 1, _OFFICIAL),
+        Preset("B1", B_DEPTHS, (2, 2, 2, 4), 1, _OFFICIAL),
+        Preset("B1g2", B_DEPTHS, (2, 2, 2, 4), 2, _OFFICIAL),
+        Preset("B1g4", B_DEPTHS, (2, 2, 2, 4), 4, _OFFICIAL),
+        Preset("B2", B_DEPTHS, (2.5, 2.5, 2.5, 5), 1, _OFFICIAL),
+        Preset("B2g4", B_DEPTHS, (2.5, 2.5, 2.5, 5), 4, _OFFICIAL),
+        Preset("B3", B_DEPTHS, (3, 3, 3, 5), 1, _OFFICIAL),
+        Preset("N0", A_DEPTHS, (1, 1, 1, 1), 1, _SEED),
+        Preset("N1", A_DEPTHS, (0.25, 0.25, 0.25, 0.25), 1, _SEED),
+        Preset("N2", A_DEPTHS, (0.5, 0.5, 0.5, 0.5), 1, _SEED),
+        Preset(
+            "N3",
+            A_DEPTHS,
+            (0.25, 0.25, 0.25, 1.0),
+            1,
+            _SEED,
+            "the seed prints stage-4 multiplier 0.1, but its params, memory and FLOPs only match 1.0",
+        ),
+        Preset("N4", A_DEPTHS, (0.5, 0.5, 0.5, 1.0), 1, _SEED),
+        Preset("M0", (2, 2, 2, 2), (1, 1, 1, 1), 1, _SEED),
+        Preset("M1", (2, 2, 2, 2), (0.75, 0.75, 0.75, 2.5), 1, _SEED),
+    ]
+}
+
+#: The eight rows of the seed's model-analysis and hardware tables, at the seed's input and class count.
+SEED_ROWS = ("A0", "N0", "N1", "N2", "N3", "N4", "M0", "M1")
+SEED_RESOLUTION = 112
+SEED_CLASSES = 89
+
+
+def get_preset(name: str) -> Preset:
+    """Look a preset up by name (case-insensitive); unknown names raise :class:`SpecError`."""
+    for key, preset in PRESETS.items():
+        if key.lower() == name.strip().lower():
+            return preset
+    raise SpecError(f"unknown preset {name!r}", f"known presets: {', '.join(PRESETS)}")
+
+
+def resolve_arch(
+    text: str,
+    resolution: int | None = None,
+    num_classes: int | None = None,
+    block: str | None = None,
+) -> ArchSpec:
+    """Turn a preset name or a spec string into an :class:`ArchSpec`, overriding fields that are given.
+
+    A preset without overrides resolves at 224 px and 1000 classes (the official setting).
+    """
+    text = text.strip()
+    spec = parse_spec(text) if "_" in text else get_preset(text).spec()
+    changes = {
+        k: v
+        for k, v in (("resolution", resolution), ("num_classes", num_classes), ("block", block))
+        if v is not None
+    }
+    return spec.replace(**changes) if changes else spec
+
+
+def preset_name(spec: ArchSpec) -> str | None:
+    """The name of the preset with this spec's depths, widths and groups, if any."""
+    for p in PRESETS.values():
+        if (p.depths, p.widths, p.groups) == (spec.depths, spec.widths, spec.groups):
+            return p.name
+    return None
