@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from rich.markup import escape
 
 from nas import __version__
-from nas.cli import arch, data, export, hw, search
+from nas.cli import arch, data, export, hw, search, train
 from nas.cli._common import stderr
 from search_space.errors import NasError
 
 #: Subcommand modules; each has ``register(subparsers)`` and sets ``func`` on its parsers.
-COMMANDS = [arch, hw, data, search, export]
+COMMANDS = [arch, hw, data, train, search, export]
 
 EPILOG = """examples:
   nas arch table                         the seed's model-analysis table (true MACs beside its FLOPs)
