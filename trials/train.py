@@ -1,0 +1,393 @@
+"""Training: SGD with warm-up + per-step cosine, long-tail losses, samplers, checkpoints, exact resume, DDP.
+
+``train(spec, data, config)`` trains ``build_model(spec)`` (the multi-branch train form) on a
+:class:`trials.data.DataBundle`, validates every epoch (top-1 and balanced accuracy), and with
+``out_dir`` writes ``last.pt`` every epoch and ``best.pt`` at the best val balanced accuracy.
+Resuming from ``last.pt`` restores model, optimizer, scheduler, scaler, loss statistics and RNG
+states, and samplers are pure functions of ``(seed, epoch)``, so on the CPU a resumed run equals an
+uninterrupted one. Under ``torchrun`` the same function trains data-parallel (see
+:mod:`trials.distributed`).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from search_space.model import build_model
+from search_space.spec import ArchSpec
+from trials.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, spec_from_checkpoint
+from trials.distributed import (
+    DistContext,
+    EpochSampler,
+    all_reduce_sum,
+    barrier,
+    dataset_labels,
+    evaluate_distributed,
+    init_distributed,
+    shutdown,
+)
+from trials.errors import TrainError
+from trials.losses import LOSSES, build_loss
+
+SAMPLERS = ("none", "class_balanced")
+LR_SCALINGS = ("none", "linear")
+#: Config fields that may differ when resuming: more epochs/steps, and where/how fast it runs.
+RESUME_FREE = ("epochs", "max_steps", "num_workers", "device")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (JSON-able; stored whole in every checkpoint).
+
+    epochs           passes over the training set
+    batch_size       images per step per process
+    lr               base learning rate, used as given unless ``lr_scaling="linear"``
+    lr_scaling       ``none`` or ``linear``: lr × global batch / 256, as the official RepVGG scripts did
+                     silently (their "lr 0.1, batch 32" trained at 0.0125); see :meth:`effective_lr`
+    momentum, nesterov  SGD momentum (0.9) and Nesterov flag
+    weight_decay     L2 on conv and linear weights only; BN parameters and biases get none (seed: 4e-5)
+    warmup_epochs    linear warm-up length, then cosine decay to 0, both updated every step
+    label_smoothing  for the softmax losses (ce, balanced_softmax, logit_adjust)
+    loss             ce | eqlv2 | balanced_softmax | logit_adjust (see :mod:`trials.losses`)
+    logit_adjust_tau τ of the logit-adjusted loss
+    sampler          none (shuffle) | class_balanced (uniform over classes, with replacement)
+    amp              float16 autocast + GradScaler; CUDA only
+    channels_last    NHWC memory format for model and inputs
+    seed             seeds torch/numpy/random, model init, batch order and data-loader workers
+    num_workers      data-loader worker processes (0: load in the training process)
+    device           auto | cpu | cuda | cuda:N (under torchrun: one GPU per LOCAL_RANK)
+    max_steps        optional cap on optimizer steps (the schedule then spans the capped length)
+    eval_batch_size  batch size for validation
+    """
+
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 0.05
+    lr_scaling: str = "none"
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 4e-5
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    loss: str = "ce"
+    logit_adjust_tau: float = 1.0
+    sampler: str = "none"
+    amp: bool = False
+    channels_last: bool = False
+    seed: int = 0
+    num_workers: int = 0
+    device: str = "auto"
+    max_steps: int | None = None
+    eval_batch_size: int = 256
+
+    def validate(self) -> None:
+        """Raise :class:`TrainError` naming the first invalid field and what is allowed."""
+        if self.loss not in LOSSES:
+            raise TrainError(f"unknown loss {self.loss!r}", f"allowed: {', '.join(LOSSES)}")
+        if self.sampler not in SAMPLERS:
+            raise TrainError(f"unknown sampler {self.sampler!r}", f"allowed: {', '.join(SAMPLERS)}")
+        if self.lr_scaling not in LR_SCALINGS:
+            raise TrainError(f"unknown lr scaling {self.lr_scaling!r}", f"allowed: {', '.join(LR_SCALINGS)}")
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
+                    "eval_batch_size": self.eval_batch_size}
+        for name, value in positive.items():
+            if not (math.isfinite(value) and value > 0):
+                raise TrainError(f"{name} must be positive, got {value}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise TrainError(f"max_steps must be at least 1, got {self.max_steps}", "omit it for no cap")
+        for name in ("momentum", "weight_decay", "warmup_epochs", "num_workers", "logit_adjust_tau"):
+            if getattr(self, name) < 0:
+                raise TrainError(f"{name} must not be negative, got {getattr(self, name)}")
+        if not 0 <= self.label_smoothing < 1:
+            raise TrainError(f"label_smoothing {self.label_smoothing} is out of range", "use a value in [0, 1)")
+
+    def effective_lr(self, world_size: int = 1) -> float:
+        """The lr the optimizer uses: ``lr``, or ``lr × batch_size × world_size / 256`` when linear."""
+        if self.lr_scaling == "linear":
+            return self.lr * self.batch_size * world_size / 256
+        return self.lr
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`TrainError`."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise TrainError(f"unknown training config field(s) {unknown}", f"known: {', '.join(sorted(known))}")
+        return cls(**data)
+
+
+@dataclass
+class TrainResult:
+    """The trained model (final epoch, unwrapped, eval mode), final metrics, and the best checkpoint."""
+
+    model: nn.Module
+    metrics: dict[str, Any]
+    checkpoint: Path | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+# -- pieces ------------------------------------------------------------------------------------------
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _seed_worker(worker_id: int) -> None:
+    # torch seeds each worker from the loader's generator; derive numpy/random from that seed.
+    worker_seed = torch.initial_seed() % 2**32
+    np.random.seed(worker_seed)
+    random.seed(worker_seed)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Two SGD groups: conv/linear weights with ``weight_decay``; BN parameters and biases without."""
+    decay, no_decay = [], []
+    for _, param in model.named_parameters():
+        if param.requires_grad:
+            (decay if param.ndim > 1 else no_decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay, "group": "decay"},
+        {"params": no_decay, "weight_decay": 0.0, "group": "no_decay"},
+    ]
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
+    """Multiplier of the base lr at optimizer step ``step`` (0-based): linear warm-up, then cosine to 0."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def data_resolution(data: Any) -> int:
+    """Input resolution of a data bundle: its ``resolution`` attribute, else the first image's width."""
+    res = getattr(data, "resolution", None)
+    if res is None:
+        res = getattr(getattr(data, "report", None), "resolution", None)
+    if res is None:
+        res = int(data.train[0][0].shape[-1])
+    return int(res)
+
+
+def check_data(spec: ArchSpec, data: Any) -> None:
+    """Raise :class:`TrainError` unless ``data`` fits ``spec`` (classes, resolution, non-empty splits)."""
+    if len(data.train) == 0 or len(data.val) == 0:
+        raise TrainError(f"empty split: {len(data.train)} training and {len(data.val)} validation images",
+                         "give a data folder with images in every class")
+    if len(data.classes) != spec.num_classes:
+        raise TrainError(f"the spec has {spec.num_classes} classes but the data has {len(data.classes)}",
+                         f"use spec.replace(num_classes={len(data.classes)}) or `nas train --classes-from-data`")
+    res = data_resolution(data)
+    if res != spec.resolution:
+        raise TrainError(f"the data is {res} px but the spec expects {spec.resolution} px",
+                         f"load the data at resolution {spec.resolution} or change the spec's resolution")
+
+
+def _resume_check(state: dict[str, Any], spec: ArchSpec, config: TrainConfig, classes: list[str], path: Path) -> None:
+    old_spec = spec_from_checkpoint(state, path)
+    spec_diff = [k for k, v in spec.to_dict().items() if old_spec.to_dict().get(k) != v]
+    if spec_diff:
+        raise TrainError(f"cannot resume {path}: the spec differs in {', '.join(spec_diff)} "
+                         f"({old_spec} vs {spec})", "resume with the same architecture or use a new --out")
+    old = dict(state["config"])
+    new = config.to_dict()
+    diff = [k for k in new if k not in RESUME_FREE and old.get(k) != new[k]]
+    if diff:
+        detail = ", ".join(f"{k}: {old.get(k)!r} → {new[k]!r}" for k in diff)
+        raise TrainError(f"cannot resume {path}: the training config differs ({detail})",
+                         f"only {', '.join(RESUME_FREE)} may change when resuming; or use a new --out")
+    if config.epochs < int(state["epoch"]):
+        raise TrainError(f"cannot resume {path}: it has {state['epoch']} epochs done, config asks {config.epochs}",
+                         "epochs may only be extended")
+    if list(state["classes"]) != list(classes):
+        raise TrainError(f"cannot resume {path}: the data's classes differ from the checkpoint's",
+                         "resume on the same data")
+
+
+def _make_loader(data: Any, config: TrainConfig, ctx: DistContext) -> tuple[DataLoader, EpochSampler, bool]:
+    labels = dataset_labels(data.train)
+    sampler = EpochSampler(labels, balanced=config.sampler == "class_balanced", seed=config.seed,
+                           rank=ctx.rank, world_size=ctx.world_size)
+    drop_last = len(sampler) >= config.batch_size  # never a 1-image batch (train-mode BN needs 2)
+    loader = DataLoader(
+        data.train, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers,
+        worker_init_fn=_seed_worker, generator=torch.Generator(), drop_last=drop_last,
+        pin_memory=ctx.device.type == "cuda",
+    )
+    return loader, sampler, drop_last
+
+
+# -- the loop ----------------------------------------------------------------------------------------
+
+def train(
+    spec: ArchSpec,
+    data: Any,
+    config: TrainConfig | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Train ``build_model(spec)`` on ``data`` (a DataBundle) with ``config``; see the module docstring.
+
+    ``on_progress`` (rank 0 only) receives dicts with ``event`` = ``start`` | ``step`` | ``epoch``,
+    and ``epoch``, ``step``, ``total_steps``, ``loss``, ``lr``, ``images_per_s`` (plus val metrics at
+    ``epoch``). With ``resume=True`` training continues from ``out_dir/last.pt``.
+    """
+    config = config or TrainConfig()
+    config.validate()
+    check_data(spec, data)
+    out = Path(out_dir) if out_dir is not None else None
+    last_path = out / "last.pt" if out else None
+    if resume and (last_path is None or not last_path.is_file()):
+        raise TrainError(f"nothing to resume: {last_path or 'no output folder given'}",
+                         "resume needs the --out folder of an earlier run (with last.pt)")
+    if not resume and last_path is not None and last_path.exists():
+        raise TrainError(f"{out} already holds a checkpoint", "pass --resume to continue it, or use a new --out")
+    ctx = init_distributed(config.device)
+    try:
+        if config.amp and ctx.device.type != "cuda":
+            raise TrainError("amp (float16 autocast) needs a CUDA device", "drop --amp on the CPU")
+        return _train(spec, data, config, out, resume, on_progress, ctx)
+    finally:
+        shutdown(ctx)
+
+
+def _train(
+    spec: ArchSpec,
+    data: Any,
+    config: TrainConfig,
+    out: Path | None,
+    resume: bool,
+    on_progress: Callable[[dict[str, Any]], None] | None,
+    ctx: DistContext,
+) -> TrainResult:
+    device, start = ctx.device, time.perf_counter()
+    state = None
+    if resume:
+        state = load_checkpoint(out / "last.pt")
+        _resume_check(state, spec, config, list(data.classes), out / "last.pt")
+    seed_everything(config.seed)
+    model = build_model(spec).to(device)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    lr = config.effective_lr(ctx.world_size)
+    optimizer = torch.optim.SGD(param_groups(model, config.weight_decay), lr=lr, momentum=config.momentum,
+                                nesterov=config.nesterov)
+    loader, sampler, _ = _make_loader(data, config, ctx)
+    steps_per_epoch = len(loader)
+    total_steps = config.epochs * steps_per_epoch
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    warmup_steps = min(round(config.warmup_epochs * steps_per_epoch), total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total_steps, warmup_steps))  # a plain function: not saved
+    scaler = torch.amp.GradScaler("cuda", enabled=config.amp)
+    criterion = build_loss(config.loss, data.train_counts, config.label_smoothing,
+                           tau=config.logit_adjust_tau).to(device)
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"epoch": 0, "balanced_acc": -1.0, "top1": 0.0}
+    epoch = step = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        criterion.load_state_dict(state["loss"])
+        epoch, step = int(state["epoch"]), int(state["step"])
+        history, best = list(state["history"]), dict(state["best"])
+        set_rng_state(state["rng"])
+    net: nn.Module = model
+    if ctx.distributed:
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    emit = on_progress if (on_progress is not None and ctx.is_main) else (lambda _info: None)
+    emit({"event": "start", "epoch": epoch, "epochs": config.epochs, "step": step, "total_steps": total_steps,
+          "effective_lr": lr, "world_size": ctx.world_size, "device": str(device)})
+    best_path = out / "best.pt" if out else None
+    while epoch < config.epochs and step < total_steps:
+        sampler.set_epoch(epoch)
+        loader.generator.manual_seed(config.seed * 7919 + epoch)  # worker seeds of this epoch
+        net.train()
+        criterion.train()
+        sums = torch.zeros(2, dtype=torch.float64)  # (loss · images, images)
+        t0, seen = time.perf_counter(), 0
+        for images, labels in loader:
+            if step >= total_steps:
+                break
+            images = images.to(device, non_blocking=True, memory_format=memory_format)
+            labels = labels.to(device, non_blocking=True)
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=config.amp):
+                loss = criterion(net(images), labels)
+            if not ctx.distributed and not torch.isfinite(loss):
+                raise TrainError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}",
+                                 "lower --lr or enable warm-up (--warmup-epochs)")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            seen += len(labels)
+            sums += torch.tensor([loss.item() * len(labels), len(labels)], dtype=torch.float64)
+            rate = seen * ctx.world_size / max(time.perf_counter() - t0, 1e-9)
+            emit({"event": "step", "epoch": epoch + 1, "epochs": config.epochs, "step": step,
+                  "total_steps": total_steps, "loss": loss.item(), "lr": optimizer.param_groups[0]["lr"],
+                  "images_per_s": rate})
+        train_s = time.perf_counter() - t0
+        sums = all_reduce_sum(sums, ctx)
+        images_per_s = float(sums[1]) / max(train_s, 1e-9)
+        train_loss = float(sums[0] / max(float(sums[1]), 1.0))
+        if not math.isfinite(train_loss):
+            raise TrainError(f"the training loss became {train_loss} in epoch {epoch + 1}",
+                             "lower --lr or enable warm-up (--warmup-epochs)")
+        top1, bal = evaluate_distributed(model, data.val, data.classes, config.eval_batch_size, ctx,
+                                         memory_format=memory_format)
+        epoch += 1
+        record = {"epoch": epoch, "step": step, "train_loss": train_loss, "val_top1": top1,
+                  "val_balanced_acc": bal, "lr": optimizer.param_groups[0]["lr"], "images_per_s": images_per_s,
+                  "wall_s": time.perf_counter() - start}
+        history.append(record)
+        improved = bal > best["balanced_acc"]
+        if improved:
+            best = {"epoch": epoch, "balanced_acc": bal, "top1": top1}
+        if out is not None and ctx.is_main:
+            ckpt = {"spec": spec.to_dict(), "config": config.to_dict(), "classes": list(data.classes),
+                    "epoch": epoch, "step": step, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(), "loss": criterion.state_dict(), "rng": rng_state(),
+                    "history": history, "best": best, "metrics": record}
+            if improved:  # best first: a crash between the two writes never leaves last.pt ahead of best.pt
+                save_checkpoint(best_path, ckpt)
+            save_checkpoint(out / "last.pt", ckpt)
+        barrier(ctx)
+        emit({"event": "epoch", **record, "epochs": config.epochs, "total_steps": total_steps})
+    model.eval()
+    final = history[-1] if history else {}
+    metrics = {
+        "spec": spec.to_string(), "top1": final.get("val_top1"), "balanced_acc": final.get("val_balanced_acc"),
+        "best_epoch": best["epoch"], "best_top1": best["top1"], "best_balanced_acc": best["balanced_acc"],
+        "train_loss": final.get("train_loss"), "epochs": epoch, "steps": step, "total_steps": total_steps,
+        "images_per_s": final.get("images_per_s"), "effective_lr": lr, "world_size": ctx.world_size,
+        "train_images": len(data.train), "val_images": len(data.val), "wall_s": time.perf_counter() - start,
+    }
+    checkpoint = best_path if best_path is not None and best_path.exists() else None
+    return TrainResult(model, metrics, checkpoint, history)
