@@ -189,6 +189,14 @@ def _one_session(path: Path, threads: int, warmup: int, runs: int, probe: Probe)
     return statistics.median(times) * 1e3, judge_load(first, samples, threads)
 
 
+def _check_counts(**counts: int) -> None:
+    """Raise :class:`MeasureError` for a non-integer or too small protocol count (warmup/retries may be 0)."""
+    for name, value in counts.items():
+        low = 0 if name in ("warmup", "retries") else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise MeasureError(f"{name} must be an integer ≥ {low}, got {value!r}", f"use {low} or more")
+
+
 def measure_onnx(
     path: str | Path,
     threads: int = 1,
@@ -209,10 +217,7 @@ def measure_onnx(
     source = Path(path)
     if not source.is_file():
         raise MeasureError(f"model {str(source)!r} not found", "export it first (trials.onnx_export)")
-    for name, value, low in (("threads", threads, 1), ("runs", runs, 1), ("sessions", sessions, 1),
-                             ("warmup", warmup, 0), ("retries", retries, 0)):
-        if not isinstance(value, int) or value < low:
-            raise MeasureError(f"{name} must be an integer ≥ {low}, got {value!r}")
+    _check_counts(threads=threads, warmup=warmup, runs=runs, sessions=sessions, retries=retries)
     probe = probe or read_probe
     medians, loads, redone = [], [], 0
     try:
@@ -340,7 +345,8 @@ def measure_specs(
     ``calibration_images`` random-normal images (ranges only matter for accuracy, not for timing). The
     table is rewritten atomically after each measurement, so an interrupted run keeps what it measured.
     With ``skip_existing``, a spec already in the table for this device, precision and thread count is
-    not measured again. ``on_progress(done, total, label)`` is called after each item. Returns the new rows.
+    not measured again; without it, it is measured and its old row replaced.
+    ``on_progress(done, total, label)`` is called after each item. Returns the new rows.
     """
     from trials.onnx_export import export_onnx, quantize_int8
 
@@ -349,6 +355,8 @@ def measure_specs(
         raise MeasureError(f"unknown precision(s) {bad or precisions!r}", f"allowed: {', '.join(PRECISIONS)}")
     if not specs:
         raise MeasureError("no architectures to measure", "give presets, a spec file or --sample N")
+    _check_counts(threads=threads, warmup=warmup, runs=runs, sessions=sessions, retries=retries,
+                  calibration_images=calibration_images)
     target = check_writable(table_path)
     columns, rows = read_table(target)
     done_keys = {_row_key(r) for r in rows}
@@ -374,9 +382,10 @@ def measure_specs(
                 m = measure_onnx(model_path, threads, warmup, runs, sessions, retries=retries, probe=probe)
                 row = {"device": device, "precision": precision, "arch": arch, "latency_ms": round(m.label_ms, 6),
                        "status": "ok", "batch": 1, "resolution": spec.resolution, "notes": m.notes()}
-                rows.append(row)
+                key = _key(device, precision, arch, threads)
+                rows = [r for r in rows if _row_key(r) != key] + [row]  # a re-measurement replaces the row
                 new_rows.append(row)
-                done_keys.add(_key(device, precision, arch, threads))
+                done_keys.add(key)
                 write_table(target, columns, rows)
                 done += 1
                 if on_progress:

@@ -1,0 +1,88 @@
+"""``nas hw measure``: time architectures on this machine (ONNX Runtime, fp32 and int8) into a hardware table."""
+
+from __future__ import annotations
+
+import argparse
+
+from nas.cli._common import add_format, emit, message, progress
+from nas.measure import DEFAULT_TABLE, collect_specs, measure_table, parse_precisions
+from search_space import SEED_CLASSES, SEED_RESOLUTION
+from trials.latency import RETRIES, RUNS, SESSIONS, WARMUP, check_writable
+
+EPILOG = """examples:
+  nas hw measure --presets A0,N1 --out host.csv           two presets at 112 px, 89 classes, fp32 and int8
+  nas hw measure --sample 20 --seed 1 --out host.csv      20 random architectures from the measurement space
+  nas hw measure --specs archs.txt --precision int8 -f json
+  nas hw fit --table host.csv                             then fit a latency predictor on the table
+
+protocol: each model is timed in --sessions fresh onnxruntime sessions of --runs runs (after --warmup
+untimed runs) on --threads intra-op threads; the label is the fastest session's median, because load from
+other processes only ever adds time. Sessions during which the machine was loaded (descheduled, or more
+runnable tasks than spare cores) are re-done up to --retries times. Rows already in --out for the same
+device, precision and thread count are skipped, so an interrupted run resumes.
+"""
+
+COLUMNS = ["precision", "latency_ms", "macs", "spread", "loaded", "redone", "arch"]
+
+
+def add_measure_parser(hw_subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``measure`` to the ``nas hw`` subcommands; returns its parser."""
+    p = hw_subparsers.add_parser(
+        "measure", help="measure batch-1 latency on this CPU (onnxruntime, fp32/int8) into a hardware table",
+        description="Measure architectures on this machine and append the rows to a hardware CSV.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--presets", metavar="A0,N1", help="comma-separated preset names (default, with no other "
+                   "source: the seed's eight rows)")
+    p.add_argument("--specs", metavar="FILE", help="a text file with one preset or spec string per line "
+                   "(# comments allowed); spec strings keep their own resolution and classes")
+    p.add_argument("--sample", type=int, metavar="N", help="add N random architectures (depths 1-4/1-6/1-16/1-2, "
+                   "widths from 0.25..2.5) — use to build a table for fitting a predictor")
+    p.add_argument("--seed", type=int, default=0, help="random seed for --sample (default 0)")
+    p.add_argument("--resolution", type=int, default=SEED_RESOLUTION,
+                   help=f"input px for presets and samples (default: the seed's {SEED_RESOLUTION})")
+    p.add_argument("--classes", type=int, default=SEED_CLASSES,
+                   help=f"classes for presets and samples (default: the seed's {SEED_CLASSES})")
+    p.add_argument("--out", default=DEFAULT_TABLE, metavar="TABLE.csv",
+                   help=f"hardware CSV to append to (created if missing; default {DEFAULT_TABLE})")
+    p.add_argument("--device", default="host-cpu", help="device name written in the table (default host-cpu); "
+                   "change it when you measure several machines into one table")
+    p.add_argument("--precision", default="fp32,int8", metavar="fp32,int8",
+                   help="precisions to measure: fp32, int8 (static QDQ, calibrated on random images) or both")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1: repeatable on a shared "
+                   "machine; more threads only when the machine is otherwise idle)")
+    p.add_argument("--sessions", type=int, default=SESSIONS,
+                   help=f"fresh sessions per model (default {SESSIONS}); fewer is faster, less robust")
+    p.add_argument("--runs", type=int, default=RUNS, help=f"timed runs per session (default {RUNS})")
+    p.add_argument("--warmup", type=int, default=WARMUP, help=f"untimed runs per session (default {WARMUP})")
+    p.add_argument("--retries", type=int, default=RETRIES,
+                   help=f"re-do a loaded session at most this often (default {RETRIES}; 0 = never)")
+    p.add_argument("--remeasure", action="store_true",
+                   help="measure again specs already in --out and replace their rows (the default skips them)")
+    add_format(p)
+    p.set_defaults(func=cmd_measure)
+    return p
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    """Collect specs, check the output, measure with a progress bar, print the new rows."""
+    precisions = parse_precisions(args.precision)
+    specs = collect_specs(args.presets, args.specs, args.sample, args.seed, args.resolution, args.classes)
+    check_writable(args.out)
+    total = len(specs) * len(precisions)
+    with progress("measuring", total) as advance:
+        rows = measure_table(
+            specs, args.out, precisions, device=args.device, threads=args.threads, sessions=args.sessions,
+            runs=args.runs, warmup=args.warmup, retries=args.retries, skip_existing=not args.remeasure,
+            on_progress=lambda done, total, label: advance(1, label),
+        )
+    skipped = total - len(rows)
+    if skipped:
+        message(f"{skipped} of {total} measurement(s) already in {args.out}: skipped (--remeasure to redo)")
+    if rows:
+        emit(rows, args.format, columns=COLUMNS + (["device", "threads"] if args.format != "table" else []),
+             title=f"host latency, batch 1 — appended to {args.out}")
+    loaded = sum(int(r["loaded"]) for r in rows)
+    if loaded:
+        message(f"[yellow]{loaded} session(s) stayed loaded after retries: those labels may be high[/]")
+    return 0

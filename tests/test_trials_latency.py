@@ -1,0 +1,155 @@
+"""The timing protocol (sessions, robust label, load detection and re-dos) and the hardware-table writer."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from search_space import ArchSpec
+from trials.errors import MeasureError
+from trials.latency import (
+    TABLE_COLUMNS,
+    ProbeReading,
+    judge_load,
+    measure_onnx,
+    measure_specs,
+    parse_notes,
+    read_probe,
+    timing_model,
+)
+from trials.onnx_export import export_onnx
+
+SPEC = ArchSpec((1, 1, 1, 1), (0.25, 0.25, 0.25, 0.25), resolution=32, num_classes=10)
+SPEC2 = SPEC.replace(depths=(1, 2, 1, 1))
+FAST = {"warmup": 1, "runs": 3, "sessions": 1}
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return export_onnx(timing_model(SPEC), tmp_path_factory.mktemp("lat") / "m.onnx", 32)
+
+
+def fake_probe(loaded_calls: int, runnable: int = 1):
+    """A probe whose first ``loaded_calls`` readings show a descheduled process (CPU time 10 % of wall)."""
+    state = {"n": 0, "wall": 0.0, "cpu": 0.0}
+
+    def probe() -> ProbeReading:
+        state["n"] += 1
+        state["wall"] += 1.0
+        state["cpu"] += 0.1 if state["n"] <= loaded_calls else 1.0
+        return ProbeReading(state["wall"], state["cpu"], 0.5, runnable)
+
+    return probe
+
+
+def test_label_is_fastest_session_median(model_path):
+    m = measure_onnx(model_path, threads=1, warmup=1, runs=5, sessions=3)
+    assert len(m.session_medians_ms) == 3 == len(m.load)
+    assert m.label_ms == min(m.session_medians_ms) > 0
+    assert m.spread == pytest.approx(max(m.session_medians_ms) / min(m.session_medians_ms))
+    assert m.spread >= 1.0
+    notes = parse_notes(m.notes())
+    assert notes["threads"] == "1" and notes["sessions"] == "3" and notes["ort"] == m.ort_version
+    assert "," not in m.notes() and m.cpu
+
+
+def test_loaded_session_is_redone(model_path):
+    runs = 4
+    # the first session's readings (1 before + runs after) are loaded; its re-do is clean
+    m = measure_onnx(model_path, runs=runs, warmup=0, sessions=2, probe=fake_probe(runs + 1))
+    assert m.redone == 1 and m.loaded_sessions == 0
+    assert all(not s.loaded for s in m.load)
+
+
+def test_retries_are_bounded_and_reported(model_path):
+    m = measure_onnx(model_path, runs=2, warmup=0, sessions=2, retries=1, probe=fake_probe(10**6))
+    assert m.redone == 2 and m.loaded_sessions == 2
+    assert all(s.loaded and "descheduled" in s.reason for s in m.load)
+    m = measure_onnx(model_path, runs=2, warmup=0, sessions=1, retries=0, probe=fake_probe(10**6))
+    assert m.redone == 0 and m.loaded_sessions == 1
+
+
+def test_judge_load_flags_deschedule_and_competition():
+    first = ProbeReading(0.0, 0.0, 0.1, 1)
+    clean = judge_load(first, [ProbeReading(1.0, 0.98, 0.1, 1)], threads=1, cpus=2)
+    assert not clean.loaded and clean.reason == "" and clean.cpu_ratio == pytest.approx(0.98)
+    slow = judge_load(first, [ProbeReading(1.0, 0.5, 0.1, 1)], threads=1, cpus=2)
+    assert slow.loaded and "descheduled" in slow.reason
+    busy = judge_load(first, [ProbeReading(1.0, 1.0, 3.0, 3)] * 2, threads=1, cpus=2)
+    assert busy.loaded and "runnable" in busy.reason and busy.others_runnable == 2 and busy.loadavg_1m == 3.0
+    # two threads on two cores: CPU time counts per thread, no spare core for anybody else
+    assert judge_load(first, [ProbeReading(1.0, 1.9, 0.1, 1)], threads=2, cpus=2).loaded is False
+    assert judge_load(first, [ProbeReading(1.0, 1.9, 0.1, 2)], threads=2, cpus=2).loaded is True
+
+
+def test_read_probe_is_sane():
+    a, b = read_probe(), read_probe()
+    assert b.wall_s >= a.wall_s and b.cpu_s >= a.cpu_s and a.runnable >= 1 and a.loadavg_1m >= 0
+
+
+def test_bad_counts_and_missing_model(model_path, tmp_path):
+    with pytest.raises(MeasureError, match="runs"):
+        measure_onnx(model_path, runs=0)
+    with pytest.raises(MeasureError, match="threads"):
+        measure_onnx(model_path, threads=True)
+    with pytest.raises(MeasureError, match="not found"):
+        measure_onnx(tmp_path / "none.onnx")
+
+
+def _read(path):
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        return reader.fieldnames, list(reader)
+
+
+def test_measure_specs_writes_parsable_rows_and_skips_on_rerun(tmp_path):
+    table = tmp_path / "host.csv"
+    table.write_text("device,precision,arch,latency_ms,status\nT4,int8,A0,0.68,ok\n")
+    seen = []
+    rows = measure_specs([SPEC, SPEC2], table, on_progress=lambda d, t, label: seen.append((d, t)), **FAST)
+    assert [r["precision"] for r in rows] == ["fp32", "int8", "fp32", "int8"]
+    assert seen == [(i, 4) for i in range(1, 5)]
+    header, written = _read(table)
+    assert tuple(header) == TABLE_COLUMNS
+    assert written[0]["device"] == "T4" and written[0]["arch"] == "A0"  # foreign rows are kept
+    for row in written[1:]:
+        assert row["device"] == "host-cpu" and row["status"] == "ok" and row["batch"] == "1"
+        assert ArchSpec.parse(row["arch"]) in (SPEC, SPEC2) and row["resolution"] == "32"
+        assert float(row["latency_ms"]) > 0
+        notes = parse_notes(row["notes"])
+        assert notes["threads"] == "1" and float(notes["spread"]) >= 1 and "ort" in notes
+    before = table.read_text()
+    assert measure_specs([SPEC, SPEC2], table, **FAST) == []
+    assert table.read_text() == before
+    # another thread count is another measurement; --remeasure replaces instead of duplicating
+    assert len(measure_specs([SPEC], table, precisions=("fp32",), threads=2, **FAST)) == 1
+    assert len(measure_specs([SPEC], table, precisions=("fp32",), skip_existing=False, **FAST)) == 1
+    _, after = _read(table)
+    assert len(after) == 6
+    assert sum(r["arch"] == SPEC.to_string() and r["precision"] == "fp32" for r in after) == 2
+
+
+def test_measure_specs_refuses_bad_input_without_writing(tmp_path):
+    table = tmp_path / "t.csv"
+    with pytest.raises(MeasureError, match="precision"):
+        measure_specs([SPEC], table, precisions=("fp16",), **FAST)
+    with pytest.raises(MeasureError, match="no architectures"):
+        measure_specs([], table, **FAST)
+    with pytest.raises(MeasureError, match="sessions"):
+        measure_specs([SPEC], table, **{**FAST, "sessions": 0})
+    with pytest.raises(MeasureError, match="does not exist"):
+        measure_specs([SPEC], tmp_path / "no" / "t.csv", **FAST)
+    assert list(tmp_path.iterdir()) == []
+    table.write_text("a,b\n1,2\n")
+    with pytest.raises(MeasureError, match="not a hardware table"):
+        measure_specs([SPEC], table, **FAST)
+    assert table.read_text() == "a,b\n1,2\n"
+
+
+def test_unwritable_table_is_refused(tmp_path, monkeypatch):
+    # the tests may run as root, who can write read-only folders: make the folder unwritable to the check
+    monkeypatch.setattr("trials.latency.os.access", lambda path, mode: False)
+    with pytest.raises(MeasureError, match="not writable"):
+        measure_specs([SPEC], tmp_path / "t.csv", **FAST)
+    assert list(tmp_path.iterdir()) == []
