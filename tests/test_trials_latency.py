@@ -16,9 +16,8 @@ from trials.latency import (
     measure_specs,
     parse_notes,
     read_probe,
-    timing_model,
 )
-from trials.onnx_export import export_onnx
+from trials.onnx_export import export_onnx, timing_model
 
 SPEC = ArchSpec((1, 1, 1, 1), (0.25, 0.25, 0.25, 0.25), resolution=32, num_classes=10)
 SPEC2 = SPEC.replace(depths=(1, 2, 1, 1))
@@ -122,12 +121,14 @@ def test_measure_specs_writes_parsable_rows_and_skips_on_rerun(tmp_path):
     before = table.read_text()
     assert measure_specs([SPEC, SPEC2], table, **FAST) == []
     assert table.read_text() == before
-    # another thread count is another measurement; --remeasure replaces instead of duplicating
-    assert len(measure_specs([SPEC], table, precisions=("fp32",), threads=2, **FAST)) == 1
+    # re-measuring replaces instead of duplicating (predictors refuse conflicting duplicates)
     assert len(measure_specs([SPEC], table, precisions=("fp32",), skip_existing=False, **FAST)) == 1
     _, after = _read(table)
-    assert len(after) == 6
-    assert sum(r["arch"] == SPEC.to_string() and r["precision"] == "fp32" for r in after) == 2
+    assert len(after) == 5 and sum(r["arch"] == SPEC.to_string() and r["precision"] == "fp32" for r in after) == 1
+    # one device name, one thread count
+    with pytest.raises(MeasureError, match="threads=1"):
+        measure_specs([SPEC], table, precisions=("fp32",), threads=2, **FAST)
+    assert len(measure_specs([SPEC], table, precisions=("fp32",), threads=2, device="host-cpu-2t", **FAST)) == 1
 
 
 def test_measure_specs_refuses_bad_input_without_writing(tmp_path):

@@ -13,8 +13,7 @@ import torch
 from search_space import ArchSpec
 from search_space.model import build_model, reparameterize
 from trials.errors import ExportError
-from trials.latency import timing_model
-from trials.onnx_export import DEPLOY_OPS, export_onnx, quantize_int8
+from trials.onnx_export import DEPLOY_OPS, export_onnx, quantize_int8, timing_model
 
 SPEC = ArchSpec((1, 1, 1, 1), (0.25, 0.25, 0.25, 0.25), resolution=32, num_classes=10)
 

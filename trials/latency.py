@@ -22,6 +22,7 @@ measures them and appends rows to a hardware CSV that ``predictors.load_table`` 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import platform
@@ -295,31 +296,27 @@ def check_writable(path: str | Path) -> Path:
     return target
 
 
-def timing_model(spec: ArchSpec, seed: int = 0):
-    """The deploy form of ``spec`` with He-normal weights and zero biases (activations stay O(1), as in a
-    trained network, so no run is slowed by denormals); weights do not otherwise change dense-conv timing."""
-    import torch
-    from torch import nn
-
-    from search_space.model import build_model
-
-    torch.manual_seed(seed)
-    model = build_model(spec, deploy=True).eval()
-    for module in model.modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-    return model
+def _key(device: str, precision: str, arch: str) -> tuple[str, str, str]:
+    """What makes two rows the same measurement for ``predictors`` (device names compare case-insensitively)."""
+    return device.lower(), precision, arch
 
 
-def _key(device: str, precision: str, arch: str, threads: int | str) -> tuple[str, str, str, str]:
-    return device, precision, arch, str(threads)
+def _row_key(row: dict[str, str]) -> tuple[str, str, str]:
+    arch = row.get("arch", "")
+    with contextlib.suppress(ValueError):  # spec strings compare in canonical form
+        arch = ArchSpec.parse(arch).to_string() if "_" in arch else arch
+    return _key(row.get("device", ""), row.get("precision", ""), arch)
 
 
-def _row_key(row: dict[str, str]) -> tuple[str, str, str, str]:
-    threads = parse_notes(row.get("notes", "")).get("threads", "")
-    return _key(row.get("device", ""), row.get("precision", ""), row.get("arch", ""), threads)
+def _check_threads(rows: Sequence[dict[str, str]], device: str, threads: int) -> None:
+    """One device name, one thread count: ``predictors`` treats a device's rows as one machine setting."""
+    mine = [r for r in rows if r.get("device", "").lower() == device.lower()]
+    other = {parse_notes(r.get("notes", "")).get("threads") for r in mine} - {str(threads), None}
+    if other:
+        raise MeasureError(
+            f"the table has {device} rows measured with threads={','.join(sorted(other))}, not {threads}",
+            f"give another device name for this thread count, e.g. --device {device}-{threads}t",
+        )
 
 
 def measure_specs(
@@ -344,11 +341,12 @@ def measure_specs(
     Models are :func:`timing_model` deploy forms exported to a temp folder; int8 is calibrated on
     ``calibration_images`` random-normal images (ranges only matter for accuracy, not for timing). The
     table is rewritten atomically after each measurement, so an interrupted run keeps what it measured.
-    With ``skip_existing``, a spec already in the table for this device, precision and thread count is
-    not measured again; without it, it is measured and its old row replaced.
+    With ``skip_existing``, a spec already in the table for this device and precision is not measured
+    again; without it, it is measured and its old row replaced. A device's rows share one thread count
+    (another count needs another device name).
     ``on_progress(done, total, label)`` is called after each item. Returns the new rows.
     """
-    from trials.onnx_export import export_onnx, quantize_int8
+    from trials.onnx_export import export_for_timing
 
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad or not precisions:
@@ -359,30 +357,25 @@ def measure_specs(
                   calibration_images=calibration_images)
     target = check_writable(table_path)
     columns, rows = read_table(target)
+    _check_threads(rows, device, threads)
     done_keys = {_row_key(r) for r in rows}
     total, done, new_rows = len(specs) * len(precisions), 0, []
     with tempfile.TemporaryDirectory(prefix="nas-measure-") as scratch:
         for spec in specs:
             arch = spec.to_string()
-            todo = [p for p in precisions if not (skip_existing and _key(device, p, arch, threads) in done_keys)]
+            todo = [p for p in precisions if not (skip_existing and _key(device, p, arch) in done_keys)]
             for _ in range(len(precisions) - len(todo)):
                 done += 1
                 if on_progress:
                     on_progress(done, total, f"{arch} (in table)")
             if not todo:
                 continue
-            fp32 = export_onnx(timing_model(spec, seed), Path(scratch) / f"{spec.hash}.onnx", spec.resolution)
+            paths = export_for_timing(spec, scratch, todo, seed=seed, calibration_images=calibration_images)
             for precision in todo:
-                model_path = fp32
-                if precision == "int8":
-                    rng = np.random.default_rng(seed)
-                    images = (rng.standard_normal((1, 3, spec.resolution, spec.resolution), dtype=np.float32)
-                              for _ in range(calibration_images))
-                    model_path = quantize_int8(fp32, Path(scratch) / f"{spec.hash}.int8.onnx", images)
-                m = measure_onnx(model_path, threads, warmup, runs, sessions, retries=retries, probe=probe)
+                m = measure_onnx(paths[precision], threads, warmup, runs, sessions, retries=retries, probe=probe)
                 row = {"device": device, "precision": precision, "arch": arch, "latency_ms": round(m.label_ms, 6),
                        "status": "ok", "batch": 1, "resolution": spec.resolution, "notes": m.notes()}
-                key = _key(device, precision, arch, threads)
+                key = _key(device, precision, arch)
                 rows = [r for r in rows if _row_key(r) != key] + [row]  # a re-measurement replaces the row
                 new_rows.append(row)
                 done_keys.add(key)

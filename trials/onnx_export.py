@@ -17,12 +17,13 @@ import itertools
 import platform
 import tempfile
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from search_space.io import atomic_path
+from search_space.spec import ArchSpec
 from trials.errors import ExportError
 
 INPUT_NAME = "input"
@@ -219,3 +220,41 @@ def _one_per_batch(batches: Iterable[np.ndarray], graph) -> Iterator[np.ndarray]
         else:
             for start in range(0, array.shape[0] - static + 1, static):
                 yield array[start:start + static]
+
+
+# -- models for timing ----------------------------------------------------------------------------
+
+
+def timing_model(spec: ArchSpec, seed: int = 0):
+    """The deploy form of ``spec`` with He-normal weights and zero biases (activations stay O(1), as in a
+    trained network, so no run is slowed by denormals); weights do not otherwise change dense-conv timing."""
+    import torch
+    from torch import nn
+
+    from search_space.model import build_model
+
+    torch.manual_seed(seed)
+    model = build_model(spec, deploy=True).eval()
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    return model
+
+
+def export_for_timing(
+    spec: ArchSpec, folder: str | Path, precisions: Sequence[str] = ("fp32", "int8"), *, seed: int = 0,
+    calibration_images: int = 8,
+) -> dict[str, Path]:
+    """Export :func:`timing_model` of ``spec`` into ``folder`` as fp32 ONNX and, if asked, int8 QDQ
+    calibrated on ``calibration_images`` seeded random-normal images. Returns ``{precision: path}``."""
+    folder = Path(folder)
+    fp32 = export_onnx(timing_model(spec, seed), folder / f"{spec.hash}.onnx", spec.resolution)
+    paths = {"fp32": fp32}
+    if "int8" in precisions:
+        rng = np.random.default_rng(seed)
+        images = (rng.standard_normal((1, 3, spec.resolution, spec.resolution), dtype=np.float32)
+                  for _ in range(calibration_images))
+        paths["int8"] = quantize_int8(fp32, folder / f"{spec.hash}.int8.onnx", images)
+    return {p: paths[p] for p in precisions}
