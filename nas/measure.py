@@ -115,6 +115,7 @@ def display_row(row: dict[str, object]) -> dict[str, object]:
         "arch": row["arch"],
         "device": row["device"],
         "threads": int(notes.get("threads", 0)),
+        "clock": notes.get("clock", "wall"),
     }
 
 
@@ -129,6 +130,7 @@ def measure_table(
     runs: int = RUNS,
     warmup: int = WARMUP,
     retries: int = RETRIES,
+    clock: str = "wall",
     skip_existing: bool = True,
     on_progress: Callable[[int, int, str], None] | None = None,
 ) -> list[dict[str, object]]:
@@ -138,6 +140,6 @@ def measure_table(
     """
     rows = measure_specs(
         specs, out, precisions, device=device, threads=threads, warmup=warmup, runs=runs,
-        sessions=sessions, retries=retries, on_progress=on_progress, skip_existing=skip_existing,
+        sessions=sessions, retries=retries, clock=clock, on_progress=on_progress, skip_existing=skip_existing,
     )
     return [display_row(r) for r in rows]

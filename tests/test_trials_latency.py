@@ -53,6 +53,16 @@ def test_label_is_fastest_session_median(model_path):
     assert "," not in m.notes() and m.cpu
 
 
+def test_cpu_clock_labels_with_thread_cpu_time(model_path):
+    m = measure_onnx(model_path, warmup=1, runs=5, sessions=2, clock="cpu")
+    assert m.clock == "cpu" and m.label_ms == m.cpu_label_ms == min(m.session_medians_ms) > 0
+    assert parse_notes(m.notes())["clock"] == "cpu"
+    with pytest.raises(MeasureError, match="threads=1"):
+        measure_onnx(model_path, threads=2, clock="cpu")
+    with pytest.raises(MeasureError, match="unknown clock"):
+        measure_onnx(model_path, clock="tsc")
+
+
 def test_loaded_session_is_redone(model_path):
     runs = 4
     # the first session's readings (1 before + runs after) are loaded; its re-do is clean
@@ -129,6 +139,8 @@ def test_measure_specs_writes_parsable_rows_and_skips_on_rerun(tmp_path):
     with pytest.raises(MeasureError, match="threads=1"):
         measure_specs([SPEC], table, precisions=("fp32",), threads=2, **FAST)
     assert len(measure_specs([SPEC], table, precisions=("fp32",), threads=2, device="host-cpu-2t", **FAST)) == 1
+    with pytest.raises(MeasureError, match="clock=wall"):
+        measure_specs([SPEC], table, precisions=("fp32",), clock="cpu", **FAST)
 
 
 def test_measure_specs_refuses_bad_input_without_writing(tmp_path):

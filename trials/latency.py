@@ -10,6 +10,9 @@ The protocol (:func:`measure_onnx`), and why:
   interrupts and page faults).
 * **Label = the fastest session's median** — load from other processes, descheduling and cache pollution
   only ever *add* time, so the least disturbed session is the best estimate of the model's own cost.
+  The clock is wall time; ``clock="cpu"`` (one thread only) uses the calling thread's CPU time per run,
+  which does all the work at one thread and is not inflated by descheduling: on an idle machine the two
+  agree, on a loaded one only the CPU clock stays near the model's cost (cache sharing still adds some).
 * **Load is recorded and a loaded session is re-done** — per session: this process's CPU time against wall
   time of the timed runs (a session whose wall time far exceeds its CPU time was descheduled), the number of
   other runnable tasks sampled from ``/proc/loadavg`` between runs, and the 1-minute load average. A
@@ -43,6 +46,7 @@ from trials.errors import MeasureError
 WARMUP, RUNS, SESSIONS, RETRIES = 10, 30, 5, 2
 #: A session is loaded when its CPU/wall ratio falls below this (it was descheduled) …
 MIN_CPU_RATIO = 0.85
+CLOCKS = ("wall", "cpu")
 
 
 @dataclass(frozen=True)
@@ -107,8 +111,8 @@ def judge_load(
 class Measurement:
     """The result of :func:`measure_onnx`: the robust label and everything needed to judge it."""
 
-    label_ms: float  # the fastest session's median
-    session_medians_ms: tuple[float, ...]
+    label_ms: float  # the fastest session's median (on ``clock``)
+    session_medians_ms: tuple[float, ...]  # per session, on ``clock``
     spread: float  # max/min of session medians (1.0 = perfectly repeatable)
     loaded_sessions: int  # sessions still loaded after their retries
     redone: int  # sessions measured again because they were loaded
@@ -119,12 +123,15 @@ class Measurement:
     warmup: int = WARMUP
     runs: int = RUNS
     sessions: int = SESSIONS
+    clock: str = "wall"  # "wall" (perf_counter) or "cpu" (the calling thread's CPU time; threads=1 only)
+    cpu_label_ms: float | None = None  # the fastest session's median thread CPU time per run (threads=1)
 
     def notes(self) -> str:
         """The ``notes`` cell of a table row: ``threads=1;sessions=5;spread=1.02;…`` (no commas)."""
         parts = {
             "threads": self.threads, "sessions": self.sessions, "runs": self.runs, "warmup": self.warmup,
             "spread": f"{self.spread:.3f}", "loaded": self.loaded_sessions, "redone": self.redone,
+            "clock": self.clock, "cpu_ms": "" if self.cpu_label_ms is None else f"{self.cpu_label_ms:.4f}",
             "cpu": self.cpu.replace(";", " ").replace(",", " ").replace("=", " "), "ort": self.ort_version,
         }
         return ";".join(f"{k}={v}" for k, v in parts.items())
@@ -140,19 +147,14 @@ class Measurement:
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere) and its core count."""
     name = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):
+        lines = [x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.lower().startswith("model name")]
+        name = lines[0].split(":", 1)[1].strip() if lines else ""
     return f"{name or platform.processor() or platform.machine()} x{os.cpu_count() or 1}"
 
 
 def _session_options(threads: int):
     import onnxruntime as ort
-
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -164,30 +166,29 @@ def _session_options(threads: int):
 
 def _input_feed(session, seed: int = 0) -> dict[str, np.ndarray]:
     """A fixed random input for the session's (static) input shape."""
-    feed = {}
     rng = np.random.default_rng(seed)
-    for arg in session.get_inputs():
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in arg.shape]
-        feed[arg.name] = rng.standard_normal(shape).astype(np.float32)
-    return feed
+    return {arg.name: rng.standard_normal([d if isinstance(d, int) and d > 0 else 1 for d in arg.shape])
+            .astype(np.float32) for arg in session.get_inputs()}
 
 
-def _one_session(path: Path, threads: int, warmup: int, runs: int, probe: Probe) -> tuple[float, SessionLoad]:
-    """Open a new session, warm it up, time ``runs`` runs; return (median ms, load during the timed runs)."""
+def _one_session(path: Path, threads: int, warmup: int, runs: int, probe: Probe) -> tuple[float, float, SessionLoad]:
+    """Open a new session, warm it up, time ``runs`` runs; return the median wall ms, the median CPU ms of
+    the calling thread (which does all the work at one thread) and the load during the timed runs."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), _session_options(threads), providers=["CPUExecutionProvider"])
     feed = _input_feed(session)
     for _ in range(warmup):
         session.run(None, feed)
-    times, samples = [], []
+    walls, cpus, samples = [], [], []
     first = probe()
     for _ in range(runs):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         session.run(None, feed)
-        times.append(time.perf_counter() - start)
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.thread_time() - cpu)
         samples.append(probe())
-    return statistics.median(times) * 1e3, judge_load(first, samples, threads)
+    return statistics.median(walls) * 1e3, statistics.median(cpus) * 1e3, judge_load(first, samples, threads)
 
 
 def _check_counts(**counts: int) -> None:
@@ -206,12 +207,15 @@ def measure_onnx(
     sessions: int = SESSIONS,
     *,
     retries: int = RETRIES,
+    clock: str = "wall",
     probe: Probe | None = None,
 ) -> Measurement:
     """Measure an ONNX model's batch-1 latency with onnxruntime on this CPU by the protocol above.
 
     Each of ``sessions`` sessions that is loaded is re-done up to ``retries`` times (the least loaded
-    attempt is kept). ``probe`` replaces :func:`read_probe` (tests inject a loaded machine).
+    attempt is kept). ``clock="cpu"`` (one thread only) labels with the thread's CPU time per run, which
+    descheduling does not inflate — for a loaded machine; on an idle one both clocks agree. ``probe``
+    replaces :func:`read_probe` (tests inject a loaded machine).
     """
     import onnxruntime as ort
 
@@ -219,34 +223,39 @@ def measure_onnx(
     if not source.is_file():
         raise MeasureError(f"model {str(source)!r} not found", "export it first (trials.onnx_export)")
     _check_counts(threads=threads, warmup=warmup, runs=runs, sessions=sessions, retries=retries)
-    probe = probe or read_probe
-    medians, loads, redone = [], [], 0
+    _check_clock(clock, threads)
+    probe, pick = probe or read_probe, (0 if clock == "wall" else 1)
+    kept, redone = [], 0
     try:
         for _ in range(sessions):
             attempts = [_one_session(source, threads, warmup, runs, probe)]
-            while attempts[-1][1].loaded and len(attempts) <= retries:
+            while attempts[-1][2].loaded and len(attempts) <= retries:
                 redone += 1
                 attempts.append(_one_session(source, threads, warmup, runs, probe))
             # keep an unloaded attempt if there is one, else the fastest (least disturbed) one
-            median, load = min(attempts, key=lambda a: (a[1].loaded, a[0]))
-            medians.append(median)
-            loads.append(load)
+            kept.append(min(attempts, key=lambda a: (a[2].loaded, a[pick])))
     except (RuntimeError, ValueError, ort.capi.onnxruntime_pybind11_state.Fail) as exc:
         raise MeasureError(f"onnxruntime cannot run {str(source)!r}: {exc}", "check the model file") from exc
+    medians, loads = [a[pick] for a in kept], [a[2] for a in kept]
     return Measurement(
         label_ms=min(medians), session_medians_ms=tuple(medians), spread=max(medians) / min(medians),
         loaded_sessions=sum(load.loaded for load in loads), redone=redone, load=tuple(loads),
-        cpu=cpu_model(), threads=threads, ort_version=ort.__version__,
-        warmup=warmup, runs=runs, sessions=sessions,
+        cpu=cpu_model(), threads=threads, ort_version=ort.__version__, warmup=warmup, runs=runs,
+        sessions=sessions, clock=clock, cpu_label_ms=min(a[1] for a in kept) if threads == 1 else None,
     )
+
+
+def _check_clock(clock: str, threads: int) -> None:
+    if clock not in CLOCKS:
+        raise MeasureError(f"unknown clock {clock!r}", f"allowed: {', '.join(CLOCKS)}")
+    if clock == "cpu" and threads != 1:
+        raise MeasureError("clock 'cpu' needs threads=1", "worker threads' CPU time is not the latency")
 
 
 # -- measuring specs into a hardware table ---------------------------------------------------------
 
 TABLE_COLUMNS = ("device", "precision", "arch", "latency_ms", "status", "batch", "resolution", "notes")
 PRECISIONS = ("fp32", "int8")
-
-
 
 
 def parse_notes(notes: str) -> dict[str, str]:
@@ -308,14 +317,15 @@ def _row_key(row: dict[str, str]) -> tuple[str, str, str]:
     return _key(row.get("device", ""), row.get("precision", ""), arch)
 
 
-def _check_threads(rows: Sequence[dict[str, str]], device: str, threads: int) -> None:
-    """One device name, one thread count: ``predictors`` treats a device's rows as one machine setting."""
-    mine = [r for r in rows if r.get("device", "").lower() == device.lower()]
-    other = {parse_notes(r.get("notes", "")).get("threads") for r in mine} - {str(threads), None}
+def _check_setting(rows: Sequence[dict[str, str]], device: str, threads: int, clock: str) -> None:
+    """One device name, one setting (threads, clock): ``predictors`` treats a device's rows as one machine."""
+    notes = [parse_notes(r.get("notes", "")) for r in rows if r.get("device", "").lower() == device.lower()]
+    other = {(n.get("threads", str(threads)), n.get("clock", "wall")) for n in notes} - {(str(threads), clock)}
     if other:
+        t, c = sorted(other)[0]
         raise MeasureError(
-            f"the table has {device} rows measured with threads={','.join(sorted(other))}, not {threads}",
-            f"give another device name for this thread count, e.g. --device {device}-{threads}t",
+            f"the table has {device} rows measured with threads={t} clock={c}, not threads={threads} clock={clock}",
+            f"give this setting another device name, e.g. --device {device}-{threads}t-{clock}",
         )
 
 
@@ -330,6 +340,7 @@ def measure_specs(
     sessions: int = SESSIONS,
     *,
     retries: int = RETRIES,
+    clock: str = "wall",
     calibration_images: int = 8,
     seed: int = 0,
     on_progress: Callable[[int, int, str], None] | None = None,
@@ -343,7 +354,7 @@ def measure_specs(
     table is rewritten atomically after each measurement, so an interrupted run keeps what it measured.
     With ``skip_existing``, a spec already in the table for this device and precision is not measured
     again; without it, it is measured and its old row replaced. A device's rows share one thread count
-    (another count needs another device name).
+    and clock (another setting needs another device name).
     ``on_progress(done, total, label)`` is called after each item. Returns the new rows.
     """
     from trials.onnx_export import export_for_timing
@@ -355,9 +366,10 @@ def measure_specs(
         raise MeasureError("no architectures to measure", "give presets, a spec file or --sample N")
     _check_counts(threads=threads, warmup=warmup, runs=runs, sessions=sessions, retries=retries,
                   calibration_images=calibration_images)
+    _check_clock(clock, threads)
     target = check_writable(table_path)
     columns, rows = read_table(target)
-    _check_threads(rows, device, threads)
+    _check_setting(rows, device, threads, clock)
     done_keys = {_row_key(r) for r in rows}
     total, done, new_rows = len(specs) * len(precisions), 0, []
     with tempfile.TemporaryDirectory(prefix="nas-measure-") as scratch:
@@ -372,7 +384,8 @@ def measure_specs(
                 continue
             paths = export_for_timing(spec, scratch, todo, seed=seed, calibration_images=calibration_images)
             for precision in todo:
-                m = measure_onnx(paths[precision], threads, warmup, runs, sessions, retries=retries, probe=probe)
+                m = measure_onnx(paths[precision], threads, warmup, runs, sessions, retries=retries, clock=clock,
+                                 probe=probe)
                 row = {"device": device, "precision": precision, "arch": arch, "latency_ms": round(m.label_ms, 6),
                        "status": "ok", "batch": 1, "resolution": spec.resolution, "notes": m.notes()}
                 key = _key(device, precision, arch)

@@ -57,6 +57,9 @@ def add_measure_parser(hw_subparsers: argparse._SubParsersAction) -> argparse.Ar
     p.add_argument("--warmup", type=int, default=WARMUP, help=f"untimed runs per session (default {WARMUP})")
     p.add_argument("--retries", type=int, default=RETRIES,
                    help=f"re-do a loaded session at most this often (default {RETRIES}; 0 = never)")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall: elapsed time (default). cpu: the measuring thread's CPU time per run (--threads 1 "
+                        "only) — not inflated when the machine is busy; use it when you cannot get a quiet machine")
     p.add_argument("--remeasure", action="store_true",
                    help="measure again specs already in --out and replace their rows (the default skips them)")
     add_format(p)
@@ -73,14 +76,15 @@ def cmd_measure(args: argparse.Namespace) -> int:
     with progress("measuring", total) as advance:
         rows = measure_table(
             specs, args.out, precisions, device=args.device, threads=args.threads, sessions=args.sessions,
-            runs=args.runs, warmup=args.warmup, retries=args.retries, skip_existing=not args.remeasure,
+            runs=args.runs, warmup=args.warmup, retries=args.retries, clock=args.clock,
+            skip_existing=not args.remeasure,
             on_progress=lambda done, total, label: advance(1, label),
         )
     skipped = total - len(rows)
     if skipped:
         message(f"{skipped} of {total} measurement(s) already in {args.out}: skipped (--remeasure to redo)")
     if rows:
-        emit(rows, args.format, columns=COLUMNS + (["device", "threads"] if args.format != "table" else []),
+        emit(rows, args.format, columns=COLUMNS + (["device", "threads", "clock"] if args.format != "table" else []),
              title=f"host latency, batch 1 — appended to {args.out}")
     loaded = sum(int(r["loaded"]) for r in rows)
     if loaded:
