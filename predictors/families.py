@@ -1,0 +1,145 @@
+"""Model families for per-device latency: which features, how they are fitted, how regularization is chosen.
+
+Every family predicts ``latency = Σ_k β_k · x_k`` with non-negative ``β`` over its features ``x`` (see
+:mod:`predictors.features`) and fits *relative* residuals ``(x_i·β − y_i) / y_i`` — the error that matters
+when devices differ by 30× in speed. A family may shrink ``β`` toward a *prior shape* θ̄ (the mean share of each
+term across the other devices), in a scale-free way: the penalty is ``λ·‖β/m − s·θ̄‖²`` with ``m`` the
+geometric mean of the device's latencies and ``s ≥ 0`` a free device speed, so only the *shape* is shrunk.
+
+Families (compared by nested leave-one-out in ``bench/predictor_selection.py``):
+
+* ``macs`` — ``a·MACs``: the baseline.
+* ``nnls`` — non-negative least squares on all five totals, no prior.
+* ``roofline`` — ``a·Σ_l max(macs_l, bytes_l) + b·conv_count + c`` (balance point: A0 units, 49 MACs/byte).
+* ``shrink-fixed`` — five totals shrunk toward the cross-device prior with a fixed λ = 1.
+* ``shrink`` — the same with λ chosen by leave-one-out *on the device's training points only* (ties go to
+  the larger λ). The default.
+
+``roofline``'s balance point and ``shrink-fixed``'s λ were picked while exploring the seed table itself
+(``seed_tuned``), so their nested-LOO scores on the seed are optimistic; the selection rule in the benchmark
+does not let them win on those scores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import nnls
+
+from predictors.errors import PredictorError
+from predictors.features import FEATURES
+
+LAMBDAS = (0.0, 0.01, 0.1, 1.0, 10.0, 100.0)
+DEFAULT_LAMBDA = 1.0
+#: Weak pull used when estimating another device's shape for the prior (keeps 3-point fits defined).
+SHAPE_LAMBDA = 0.01
+
+
+@dataclass(frozen=True)
+class Family:
+    """A feature set, whether it uses the cross-device prior, and its λ rule (a number, or ``"loo"``)."""
+
+    name: str
+    features: tuple[str, ...]
+    uses_prior: bool
+    lam: float | str
+    description: str
+    seed_tuned: bool = False  # a constant of the family was chosen by looking at the seed table's errors
+
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in [
+        Family("macs", ("macs",), False, 0.0, "latency proportional to MACs (baseline)"),
+        Family("nnls", FEATURES, False, 0.0, "NNLS on weight bytes, MACs, activation bytes, conv count, constant"),
+        Family("roofline", ("roofline", "conv_count", "constant"), False, 0.0,
+               "per-layer max(MACs, weight bytes) + per-layer overhead + constant", seed_tuned=True),
+        Family("shrink-fixed", FEATURES, True, DEFAULT_LAMBDA,
+               "five totals shrunk toward the cross-device prior, λ=1", seed_tuned=True),
+        Family("shrink", FEATURES, True, "loo",
+               "five totals shrunk toward the cross-device prior, λ by leave-one-out on the training points"),
+    ]
+}
+DEFAULT_FAMILY = "shrink"
+
+
+def get_family(name: str) -> Family:
+    """The family called ``name``; unknown names raise :class:`PredictorError`."""
+    if name not in FAMILIES:
+        raise PredictorError(f"unknown predictor family {name!r}", f"known: {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def solve(x: np.ndarray, y: np.ndarray, prior: np.ndarray | None, lam: float) -> np.ndarray:
+    """Non-negative β minimizing Σ((x_i·β − y_i)/y_i)² + λ‖β/m − s·prior‖² (``m`` = geometric mean of y)."""
+    n, k = x.shape
+    a = x / y[:, None]
+    b = np.ones(n)
+    if prior is None or lam <= 0:
+        beta, _ = nnls(a, b)
+        return beta
+    m = float(np.exp(np.mean(np.log(y))))
+    root = np.sqrt(lam)
+    top = np.hstack([a, np.zeros((n, 1))])
+    penalty = np.hstack([np.eye(k) * (root / m), -root * prior[:, None]])
+    solution, _ = nnls(np.vstack([top, penalty]), np.concatenate([b, np.zeros(k)]))
+    return solution[:k]
+
+
+def loo_predictions(x: np.ndarray, y: np.ndarray, prior: np.ndarray | None, lam: float) -> np.ndarray:
+    """Leave-one-out predictions: point ``i`` predicted by a fit on the other points (needs n ≥ 2)."""
+    out = np.empty(len(y))
+    for i in range(len(y)):
+        keep = np.arange(len(y)) != i
+        out[i] = x[i] @ solve(x[keep], y[keep], prior, lam)
+    return out
+
+
+def relative_errors(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """|pred/y − 1|, with a non-positive prediction counted as a 100 % miss."""
+    return np.where(pred > 0, np.abs(pred / y - 1), 1.0)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Coefficients, the λ used, and the training points' leave-one-out log residuals (empty if n < 2)."""
+
+    beta: np.ndarray
+    lam: float
+    loo_log_residuals: np.ndarray
+
+
+def fit_family(family: Family, x: np.ndarray, y: np.ndarray, prior: np.ndarray | None) -> FitResult:
+    """Fit ``family`` to one device's points; λ (if chosen by LOO) uses only these points."""
+    if len(y) == 0:
+        raise PredictorError("no measured latencies to fit", "the device needs at least one 'ok' row")
+    prior = prior if family.uses_prior else None
+    candidates = LAMBDAS if family.lam == "loo" else (float(family.lam),)
+    if prior is None:
+        candidates = (0.0,)
+    if len(y) < 2:
+        lam = DEFAULT_LAMBDA if family.lam == "loo" and prior is not None else candidates[0]
+        return FitResult(solve(x, y, prior, lam), lam, np.empty(0))
+    best_score, lam, pred = np.inf, candidates[0], np.empty(0)
+    for candidate in candidates:
+        candidate_pred = loo_predictions(x, y, prior, candidate)
+        score = float(relative_errors(candidate_pred, y).mean())
+        if score <= best_score + 1e-12:  # ties go to the larger λ (more shrinkage)
+            best_score, lam, pred = score, candidate, candidate_pred
+    residuals = np.log(np.maximum(pred, 1e-12 * y) / y)
+    return FitResult(solve(x, y, prior, lam), lam, residuals)
+
+
+def device_shape(x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+    """The share of each term in the reference architecture's latency (sums to 1); None if degenerate."""
+    k = x.shape[1]
+    beta = solve(x, y, np.full(k, 1.0 / k), SHAPE_LAMBDA)
+    total = beta.sum()
+    return beta / total if total > 0 else None
+
+
+def mean_shape(shapes: list[np.ndarray], k: int) -> np.ndarray:
+    """The cross-device prior: the mean shape (uniform shares when no other device is available)."""
+    return np.mean(shapes, axis=0) if shapes else np.full(k, 1.0 / k)
+
