@@ -1,9 +1,155 @@
-"""``nas export``: registered by the CLI; its subcommands are added here."""
+"""``nas export``: train a chosen architecture fully, re-parameterize it, write ONNX fp32 + int8, verify."""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+from nas.cli._common import add_format, emit, message
+from nas.export import PARETO_PICKS, DataOptions, ExportOptions, export_arch, export_pareto, export_trial
+from nas.objectives import Limits
+from nas.storage import DEFAULT_STORAGE
+
+EPILOG = """examples:
+  nas export --arch N1 --resolution 32 --epochs 30 --out export/n1
+  nas export --trial 7 --study acc-latency_T4 --out export/t7 --per-channel
+  nas export --checkpoint runs/n1/last.pt --out export/n1        (no training: export a trained model)
+  nas export --pareto --pick knee --study acc-latency_T4 --out export/knee
+  nas export --pareto --out export/front -f json                 (every front trial, one folder each)
+
+Each export folder holds model_fp32.onnx, model_int8.onnx (QDQ), checkpoint.pt (when trained here)
+and model_card.json, written last and only when the fp32 parity check passed; see docs/model_card.md.
+"""
+
+SUMMARY_COLUMNS = ["trial", "spec", "fp32_top1", "int8_top1", "int8_drop", "fp32_bal", "int8_bal", "agreement",
+                   "parity_max_diff", "fp32_ms", "int8_ms", "folder", "error"]
+
+
+def _add_training(p: argparse.ArgumentParser) -> None:
+    from trials.losses import LOSSES
+    from trials.train import LR_SCALINGS, SAMPLERS, TrainConfig
+
+    d = TrainConfig()
+    g = p.add_argument_group("training (ignored with --checkpoint; defaults are trials.train.TrainConfig's)")
+    g.add_argument("--epochs", type=int, default=d.epochs, help=f"passes over the training set (default {d.epochs})")
+    g.add_argument("--max-steps", type=int, help="cap on optimizer steps, for a quick check (default: no cap)")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help=f"images per step (default {d.batch_size})")
+    g.add_argument("--lr", type=float, default=d.lr, help=f"base learning rate (default {d.lr})")
+    g.add_argument("--lr-scaling", choices=LR_SCALINGS, default=d.lr_scaling,
+                   help="linear: lr × batch/256 as the official RepVGG scripts did (default none)")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"default {d.weight_decay}")
+    g.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help=f"default {d.warmup_epochs}")
+    g.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help=f"default {d.label_smoothing}")
+    g.add_argument("--loss", choices=list(LOSSES), default=d.loss,
+                   help="long-tail losses help on imbalanced data (default ce)")
+    g.add_argument("--sampler", choices=SAMPLERS, default=d.sampler, help="class_balanced for long-tailed data")
+    g.add_argument("--seed", type=int, default=d.seed, help="seed of training, split and calibration sample")
+    g.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N (default auto)")
+    g.add_argument("--num-workers", type=int, default=d.num_workers, help="data-loader processes (default 0)")
+
+
+def _add_data(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data (trains, calibrates and checks the model)")
+    g.add_argument("--data", help="image folder (train/val subfolders, or one folder per class); default: the "
+                                  "embedded digits. Give the data the model was trained on with --checkpoint")
+    g.add_argument("--val-ratio", type=float, default=0.1, help="validation share per class (default 0.1)")
+    g.add_argument("--long-tail", help="make the training split long-tailed: exp:IF or seed")
+    g.add_argument("--augment", action="store_true", help="RandAugment during training")
+    g.add_argument("--max-per-class", type=int, help="cap images per class (quick runs)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this module's subcommands (none yet)."""
+    """Add ``nas export``."""
+    p = sub.add_parser("export", help="train a chosen architecture and export verified ONNX fp32 + int8",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = p.add_argument_group("what to export (one of --arch, --trial, --pareto; or --checkpoint alone)")
+    ex = what.add_mutually_exclusive_group()
+    ex.add_argument("--arch", metavar="SPEC|PRESET", help="a preset (N1, A0, …) or a spec string")
+    ex.add_argument("--trial", type=int, metavar="N", help="trial number N of a study (its spec attribute)")
+    ex.add_argument("--pareto", action="store_true", help="the chosen trials of a study's Pareto front")
+    what.add_argument("--checkpoint", metavar="FILE", help="a trained checkpoint (last.pt/best.pt of nas train): "
+                                                            "export it without training")
+    what.add_argument("--resolution", type=int, help="input px for --arch (presets default to 224)")
+    what.add_argument("--block", choices=["repvgg", "qarepvgg"], help="override the block type of --arch")
+    what.add_argument("--storage", default=DEFAULT_STORAGE, help=f"study storage URL (default {DEFAULT_STORAGE})")
+    what.add_argument("--study", help="study name (default: the storage's only study)")
+    what.add_argument("--pick", choices=PARETO_PICKS, default="all",
+                      help="with --pareto: all front trials (default), the knee, or best-acc-under --under")
+    what.add_argument("--under", action="append", default=[], metavar="DEVICE=MS",
+                      help="latency limit for --pick best-acc-under; repeatable")
+    what.add_argument("--max-memory", metavar="KIB", help="with --pareto: peak memory limit (filters the front)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (with --pareto: one subfolder per "
+                                                              "spec hash, plus summary.json)")
+    _add_data(p)
+    _add_training(p)
+    g = p.add_argument_group("export")
+    g.add_argument("--per-channel", action="store_true",
+                   help="per-channel int8 weight scales (better accuracy; check your NPU supports them)")
+    g.add_argument("--calibration-images", type=int, default=256, metavar="N",
+                   help="training images that calibrate int8 activation ranges (default 256)")
+    g.add_argument("--threads", type=int, default=1, help="onnxruntime threads for the host latency (default 1)")
+    g.add_argument("--hardware", action="append", default=[], metavar="CSV",
+                   help="extra hardware tables for the card's predicted latencies (repeatable)")
+    add_format(p)
+    p.set_defaults(func=cmd_export)
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    from trials.train import TrainConfig
+
+    return TrainConfig(
+        epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
+        lr_scaling=args.lr_scaling, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
+        label_smoothing=args.label_smoothing, loss=args.loss, sampler=args.sampler, seed=args.seed,
+        device=args.device, num_workers=args.num_workers,
+    )
+
+
+def _on_progress(info: dict[str, Any]) -> None:
+    if info.get("event") == "epoch":
+        message(f"  epoch {info['epoch']}/{info['epochs']}: loss {info['train_loss']:.3f}, "
+                f"val top-1 {info['val_top1']:.3f}, balanced {info['val_balanced_acc']:.3f} "
+                f"({info['wall_s']:.0f} s)")
+
+
+def _usage(text: str) -> int:
+    message(f"[bold red]usage error:[/] {text} (see nas export --help)")
+    return 2
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Run ``nas export``; exit 1 when any export failed (nothing of it is left behind)."""
+    if not (args.arch or args.trial is not None or args.pareto or args.checkpoint):
+        return _usage("give --arch, --trial, --pareto or --checkpoint")
+    if args.pareto and args.checkpoint:
+        return _usage("--checkpoint exports one model; it cannot go with --pareto")
+    data = DataOptions(args.data, args.val_ratio, args.long_tail, args.augment, args.seed, args.max_per_class)
+    options = ExportOptions(args.per_channel, args.calibration_images, args.threads, args.hardware)
+    common = {"data": data, "config": _train_config(args), "options": options, "on_progress": _on_progress,
+              "on_step": lambda text: message(f"[dim]{text}[/]")}
+    if args.pareto:
+        limits = Limits.parse(max_memory=args.max_memory) if args.max_memory else None
+        under = Limits.parse(args.under, args.max_memory) if args.pick == "best-acc-under" else None
+        result = export_pareto(args.out, study=args.study, storage=args.storage, pick_how=args.pick,
+                               limits=limits, under=under,
+                               on_trial=lambda r: message(f"trial {r['trial']}: "
+                                                          + (f"[red]failed[/] {r['error']}" if r.get("error")
+                                                             else f"exported to {r['folder']}")), **common)
+        emit(result.rows, args.format, columns=SUMMARY_COLUMNS, title=f"exports of study {result.study}",
+             extra={"summary": str(result.summary), "failed": len(result.failed)})
+        return 1 if result.failed else 0
+    kwargs = {**common, "checkpoint": args.checkpoint}
+    if args.trial is not None:
+        card = export_trial(args.trial, args.out, study=args.study, storage=args.storage, **kwargs)
+    else:
+        card = export_arch(args.arch, args.out, resolution=args.resolution, block=args.block, **kwargs)
+    row = {"trial": card.data["source"].get("trial"), **card.summary()}
+    for note in card.data["notes"]:
+        message(f"[yellow]note:[/] {note}")
+    extra = {"card": str(card.path), "parity_tolerance": card.data["parity"]["tolerance"]}
+    if args.format == "table":  # one model: a two-column table reads better than one very wide row
+        emit([{"field": k, "value": v} for k, v in row.items() if v is not None], "table",
+             title="export verified", extra=extra)
+    else:
+        emit([row], args.format, columns=[c for c in SUMMARY_COLUMNS if c != "error"], extra=extra)
+    return 0

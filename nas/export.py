@@ -1,0 +1,310 @@
+"""Export what the search chose: train it fully (or load a checkpoint), then ONNX fp32 + int8, verified.
+
+:func:`export_arch` exports one architecture (a preset, a spec string or a checkpoint),
+:func:`export_trial` one trial of a study (its ``spec`` attribute), :func:`export_pareto` every chosen
+trial of a study's Pareto front, each in its own folder named by the spec hash. The work per model is
+:func:`trials.export.export_model`; this module adds data loading, full training
+(:func:`trials.train.train`), the per-device latency predictions of the model card
+(:mod:`predictors`) and the choice of trials (:mod:`nas.pareto`).
+
+A failed export leaves no new file behind: training runs in a hidden folder inside the output folder,
+and its checkpoint joins the exported files only when every check passed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from nas.objectives import Limits
+from nas.pareto import PICKS, pareto_front, pick
+from nas.storage import DEFAULT_STORAGE, load_study, mask_url, storage_errors
+from search_space import ArchSpec, resolve_arch
+from search_space.errors import NasError
+from search_space.io import atomic_write
+from trials.errors import ExportError
+from trials.export import ModelCard, export_model, sha256_file
+
+#: ``--pick`` choices of :func:`export_pareto`: the two of :func:`nas.pareto.pick`, or the whole front.
+PARETO_PICKS = (*PICKS, "all")
+SUMMARY_NAME = "summary.json"
+
+
+@dataclass
+class ExportOptions:
+    """How to export: quantization, calibration, latency measurement, hardware tables for predictions."""
+
+    per_channel: bool = False
+    calibration_images: int = 256
+    threads: int = 1
+    hardware: Sequence[str] = ()
+    latency_protocol: Mapping[str, int] | None = None
+
+
+@dataclass
+class DataOptions:
+    """Which data trains and checks the model: ``path=None`` is the embedded digits (see trials.data)."""
+
+    path: str | None = None
+    val_ratio: float = 0.1
+    long_tail: str | None = None
+    augment: bool = False
+    seed: int = 0
+    max_per_class: int | None = None
+
+    def load(self, resolution: int, augment: bool | None = None) -> Any:
+        """The :class:`trials.data.DataBundle` at ``resolution``."""
+        from trials.data import load_data
+
+        return load_data(self.path, resolution, val_ratio=self.val_ratio, long_tail=self.long_tail,
+                         augment=self.augment if augment is None else augment, seed=self.seed,
+                         max_per_class=self.max_per_class)
+
+    def describe(self, bundle: Any) -> dict[str, Any]:
+        """The card's ``data`` field: the options and how the data was read."""
+        report = bundle.report.to_dict() if hasattr(bundle, "report") else {}
+        return {**dataclasses.asdict(self), "source": report.get("source"), "report": report}
+
+
+@functools.lru_cache(maxsize=8)
+def _predictors(hardware: tuple[str, ...]) -> dict[str, Any]:
+    from predictors import fit_predictors, load_table
+
+    return dict(fit_predictors(load_table(list(hardware))))
+
+
+def predicted_latency(spec: ArchSpec, hardware: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Predicted batch-1 latency of ``spec`` on every device of the seed table (+ ``hardware`` CSVs)."""
+    rows = []
+    for key, predictor in sorted(_predictors(tuple(str(h) for h in hardware)).items()):
+        p = predictor.predict(spec)
+        rows.append({"key": key, **dataclasses.asdict(p)})
+    return rows
+
+
+@contextlib.contextmanager
+def _output_folder(out: Path) -> Iterator[Path]:
+    """Create ``out`` if needed and prove it writable; on failure remove it again if this call made it."""
+    made = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise ExportError(f"cannot write to output folder {out}: {exc.strerror or exc}",
+                          "choose a folder you can write to with --out") from None
+    try:
+        yield out
+    except BaseException:
+        if made:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only when empty: never removes anything the export did not make
+        raise
+
+
+def _load_trained(checkpoint: str | os.PathLike[str]) -> tuple[Any, ArchSpec, list[str], dict[str, Any]]:
+    from trials.checkpoint import load_checkpoint, model_from_checkpoint
+
+    model, spec, classes, config = model_from_checkpoint(checkpoint)
+    state = load_checkpoint(checkpoint)
+    training = {"config": config.to_dict(), "metrics": state.get("metrics"), "epochs": state.get("epoch"),
+                "best": state.get("best"), "checkpoint": str(checkpoint), "from": "checkpoint"}
+    return model, spec, classes, training
+
+
+def export_arch(
+    arch: str | ArchSpec | None,
+    out_dir: str | os.PathLike[str],
+    *,
+    checkpoint: str | os.PathLike[str] | None = None,
+    data: DataOptions | None = None,
+    resolution: int | None = None,
+    block: str | None = None,
+    config: Any = None,
+    options: ExportOptions | None = None,
+    source: Mapping[str, Any] | None = None,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> ModelCard:
+    """Train ``arch`` fully with ``config`` (a :class:`trials.train.TrainConfig`), or load ``checkpoint``,
+    and export it into ``out_dir`` (see :func:`trials.export.export_model`); return the model card.
+
+    ``arch`` is a preset name, spec string or :class:`ArchSpec`; its class count follows the data.
+    With ``checkpoint``, ``arch`` may be omitted (the checkpoint holds the spec) or must match it.
+    """
+    data = data or DataOptions()
+    options = options or ExportOptions()
+    step = on_step or (lambda _text: None)
+    out = Path(out_dir)
+    notes: list[str] = []
+    with _output_folder(out):
+        if checkpoint is not None:
+            step(f"loading checkpoint {checkpoint}")
+            model, spec, classes, training = _load_trained(checkpoint)
+            if arch is not None:
+                wanted = arch if isinstance(arch, ArchSpec) else resolve_arch(
+                    arch, resolution or spec.resolution, spec.num_classes, block)
+                if wanted.replace(num_classes=spec.num_classes) != spec:
+                    raise ExportError(f"checkpoint {checkpoint} holds {spec}, not {wanted}",
+                                      "drop --arch/--trial, or give the checkpoint of that architecture")
+            bundle = data.load(spec.resolution, augment=False)
+            if list(bundle.classes) != list(classes):
+                raise ExportError(f"the data's {len(bundle.classes)} classes are not the checkpoint's "
+                                  f"{len(classes)} classes", "export with the data the model was trained on (--data)")
+            source = {"kind": "checkpoint", "checkpoint": str(checkpoint), "sha256": sha256_file(checkpoint),
+                      **(source or {})}
+            return _export(model, spec, bundle, out, data, options, training, source, notes, {}, step)
+        if arch is None:
+            raise ExportError("nothing to export", "give an architecture (--arch), a trial (--trial) or --checkpoint")
+        spec = arch if isinstance(arch, ArchSpec) else resolve_arch(arch, resolution, None, block)
+        if resolution is not None and isinstance(arch, ArchSpec) and spec.resolution != resolution:
+            spec = spec.replace(resolution=resolution)
+        predicted = predicted_latency(spec, options.hardware)  # fails fast on a bad hardware table
+        step(f"loading data at {spec.resolution} px")
+        bundle = data.load(spec.resolution)
+        if spec.num_classes != len(bundle.classes):
+            notes.append(f"class count set from the data: {spec.num_classes} → {len(bundle.classes)}")
+            spec = spec.replace(num_classes=len(bundle.classes))
+            predicted = predicted_latency(spec, options.hardware)
+        from trials.train import TrainConfig, train
+
+        config = config or TrainConfig()
+        train_dir = Path(tempfile.mkdtemp(prefix=".train-", dir=out))
+        try:
+            step(f"training {spec} ({config.epochs} epochs"
+                 + (f", at most {config.max_steps} steps)" if config.max_steps else ")"))
+            result = train(spec, bundle, config, out_dir=train_dir, on_progress=on_progress)
+            training = {"config": config.to_dict(), "metrics": result.metrics, "history": result.history,
+                        "from": "trained by this export"}
+            if data.augment:  # calibrate and check on un-augmented images
+                bundle = data.load(spec.resolution, augment=False)
+            attach = {"checkpoint": train_dir / "last.pt"} if (train_dir / "last.pt").is_file() else {}
+            return _export(result.model, spec, bundle, out, data, options, training,
+                           {"kind": "arch", "arch": str(arch), **(source or {})}, notes, attach, step,
+                           predicted=predicted)
+        finally:
+            shutil.rmtree(train_dir, ignore_errors=True)
+
+
+def _export(model: Any, spec: ArchSpec, bundle: Any, out: Path, data: DataOptions, options: ExportOptions,
+            training: dict[str, Any], source: Mapping[str, Any], notes: list[str], attach: Mapping[str, Path],
+            step: Callable[[str], None], predicted: list[dict[str, Any]] | None = None) -> ModelCard:
+    if predicted is None:
+        predicted = predicted_latency(spec, options.hardware)
+    return export_model(
+        model, spec, bundle.train_eval, bundle.val, bundle.classes, out,
+        per_channel=options.per_channel, calibration_images=options.calibration_images, threads=options.threads,
+        latency_protocol=options.latency_protocol, predicted=predicted, training=training,
+        data_info=data.describe(bundle), source=source, attach=attach, seed=data.seed, notes=notes, on_step=step,
+    )
+
+
+def _trial_spec(study: optuna.Study, number: int) -> tuple[str, dict[str, Any]]:
+    found = [t for t in study.get_trials(deepcopy=False) if t.number == number]
+    if not found:
+        numbers = [t.number for t in study.get_trials(deepcopy=False)]
+        hint = f"its trials are {min(numbers)}..{max(numbers)}; see `nas pareto`" if numbers else "run nas search"
+        raise ExportError(f"study {study.study_name!r} has no trial {number}", hint)
+    trial = found[0]
+    spec = trial.user_attrs.get("spec")
+    if not isinstance(spec, str):
+        raise ExportError(f"trial {number} of study {study.study_name!r} has no 'spec' attribute",
+                          "export trials of a study made by nas search")
+    values = list(trial.values) if trial.values is not None else None
+    info = {"kind": "trial", "study": study.study_name, "trial": number, "state": trial.state.name,
+            "values": values, "proxy_acc": trial.user_attrs.get("acc"), "proxy_bacc": trial.user_attrs.get("bacc")}
+    return spec, info
+
+
+def export_trial(
+    trial: int,
+    out_dir: str | os.PathLike[str],
+    *,
+    study: str | optuna.Study | None = None,
+    storage: str | None = DEFAULT_STORAGE,
+    **kwargs: Any,
+) -> ModelCard:
+    """Export trial ``trial`` of ``study`` (default: the storage's only study) like :func:`export_arch`.
+
+    The trial's ``spec`` attribute is trained fully (its proxy accuracy came from a short budget), or
+    ``checkpoint=`` gives a trained model of that spec. Other keyword arguments go to :func:`export_arch`.
+    """
+    st = study if isinstance(study, optuna.Study) else load_study(storage, study)
+    with storage_errors(storage):
+        spec, info = _trial_spec(st, trial)
+    info["storage"] = mask_url(storage) if not isinstance(study, optuna.Study) else None
+    return export_arch(spec, out_dir, source=info, **kwargs)
+
+
+@dataclass
+class ParetoExport:
+    """What :func:`export_pareto` did: one summary row per chosen trial (failed ones with ``error``)."""
+
+    study: str
+    pick: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    summary: Path | None = None
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        """Rows of the trials whose export failed."""
+        return [r for r in self.rows if r.get("error")]
+
+
+def export_pareto(
+    out_dir: str | os.PathLike[str],
+    *,
+    study: str | None = None,
+    storage: str | None = DEFAULT_STORAGE,
+    pick_how: str = "all",
+    limits: Limits | None = None,
+    under: Limits | None = None,
+    on_trial: Callable[[dict[str, Any]], None] | None = None,
+    **kwargs: Any,
+) -> ParetoExport:
+    """Export the chosen trials of a study's Pareto front into ``out_dir/<spec hash>/``, one by one.
+
+    ``pick_how``: ``all`` (every front trial), ``knee`` or ``best-acc-under`` (with ``under``), as in
+    ``nas pareto``; ``limits`` filter the front first. A failed trial is recorded and the others go on;
+    ``out_dir/summary.json`` lists them all. Keyword arguments go to :func:`export_arch`.
+    """
+    if pick_how not in PARETO_PICKS:
+        raise ExportError(f"unknown pick {pick_how!r}", f"choose from {', '.join(PARETO_PICKS)}")
+    st = load_study(storage, study)
+    with storage_errors(storage):
+        front = pareto_front(st, limits)
+    chosen = list(front.rows) if pick_how == "all" else [pick(front, pick_how, under)]
+    if not chosen:
+        raise ExportError(f"study {st.study_name!r} has no feasible complete trial on its front",
+                          "run more trials or relax the limits")
+    out = Path(out_dir)
+    result = ParetoExport(st.study_name, pick_how)
+    with _output_folder(out):
+        for row in chosen:
+            spec = ArchSpec.parse(row["spec"])
+            folder = out / spec.hash
+            entry: dict[str, Any] = {"trial": row["number"], "spec": row["spec"], "folder": str(folder)}
+            try:
+                card = export_trial(row["number"], folder, study=st, **kwargs)
+                entry.update(card.summary(), trial=row["number"], spec=card.data["spec"], error=None)
+            except NasError as exc:
+                entry["error"] = str(exc)
+            result.rows.append(entry)
+            if on_trial is not None:
+                on_trial(entry)
+        result.summary = out / SUMMARY_NAME
+        with atomic_write(result.summary) as handle:
+            json.dump({"study": st.study_name, "pick": pick_how, "rows": result.rows}, handle, indent=2)
+            handle.write("\n")
+    return result
