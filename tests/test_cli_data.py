@@ -1,0 +1,113 @@
+"""``nas data stats|split`` and ``nas eval`` in-process: exit codes, stdout data, files, one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from nas.cli import main
+from search_space.model import build_model
+from search_space.spec import ArchSpec
+from trials.checkpoint import save_checkpoint
+from trials.train import TrainConfig
+
+TINY = ArchSpec((1, 1, 1, 1), (0.25, 0.25, 0.25, 0.25), resolution=32, num_classes=10)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small tensors on 2 shared, busy cores: one intra-op thread is ~10× faster than two fighting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cli_data")
+    for name, n in (("ant", 12), ("bee", 3)):
+        (root / name).mkdir()
+        for i in range(n):
+            Image.new("RGB", (48 + i, 40)).save(root / name / f"{i}.jpg")
+    (root / "bee" / "bad.jpg").write_bytes(b"")
+    return root
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = build_model(TINY)
+    path = tmp_path_factory.mktemp("ckpt") / "last.pt"
+    save_checkpoint(path, {"spec": TINY.to_dict(), "config": TrainConfig(seed=0).to_dict(),
+                           "classes": [str(d) for d in range(10)], "model": model.state_dict()})
+    return path
+
+
+def test_stats_table_json_csv_and_files(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "stats", str(folder), "--out-dir", str(tmp_path / "out")]) == 0
+    out, err = capsys.readouterr()
+    assert "75%" in out and "distinct resolutions: 12" in out and "1 unreadable" in err
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["class_counts.csv", "class_histogram.png", "resolutions.png", "stats.json"]
+    assert (tmp_path / "out" / "class_histogram.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["data", "stats", str(folder), "-f", "json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["images"] == 15 and body["count_stats"]["max"] == 12 and body["rows"][0]["class"] == "ant"
+    assert main(["data", "stats", str(folder), "-f", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert rows == [{"class": "ant", "count": "12"}, {"class": "bee", "count": "3"}]
+
+
+def test_split_shows_the_rules(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "split", str(folder), "--val-ratio", "0.25", "-f", "json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert [(r["name"], r["train"], r["val"], r["in_both"]) for r in body["rows"]] == [
+        ("ant", 9, 3, False), ("bee", 3, 3, True)]
+    assert body["report"]["skipped"] == 1
+    assert main(["data", "split"]) == 0
+    assert "exp:10" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["data", "stats", "/nonexistent/data"],
+        ["data", "split", "--resolution", "16"],
+        ["data", "split", "--long-tail", "zipf"],
+    ],
+)
+def test_bad_input_is_one_error_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1
+
+
+def test_eval_both_splits_with_files(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out_dir = tmp_path / "eval"
+    argv = ["eval", "--checkpoint", str(checkpoint), "--split", "both", "--out-dir", str(out_dir), "-f", "json"]
+    assert main(argv) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert [r["split"] for r in body["rows"]] == ["val", "train"]
+    assert body["val"]["images"] == 170 and body["train"]["images"] == body["data"]["train_images"]
+    assert 0 <= body["val"]["top1"] <= 1 and len(body["val"]["per_class"]) == 10
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "confusion_train.png", "confusion_val.png", "eval.json", "per_class_train.csv", "per_class_val.csv"]
+    assert main(["eval", "--checkpoint", str(checkpoint)]) == 0
+    out = capsys.readouterr().out
+    assert "val: per-class accuracy" in out and "balanced accuracy" in out
+
+
+def test_eval_refuses_other_data_and_missing_checkpoints(
+    checkpoint: Path, folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["eval", "--checkpoint", str(checkpoint), "--data", str(folder)]) == 1
+    assert "10 classes" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(tmp_path / "none.pt")]) == 1
+    assert "does not exist" in capsys.readouterr().err
