@@ -16,8 +16,8 @@ The protocol (:func:`measure_onnx`), and why:
 * **Load is recorded and a loaded session is re-done** — per session: this process's CPU time against wall
   time of the timed runs (a session whose wall time far exceeds its CPU time was descheduled), the number of
   other runnable tasks sampled from ``/proc/loadavg`` between runs, and the 1-minute load average. A
-  session that is loaded is measured again, at most ``retries`` times; ``Measurement.loaded_sessions``
-  counts the ones still loaded after that.
+  session that is loaded is measured again, at most ``retries`` times (none for the model's later sessions
+  once retries did not help: persistent load); ``Measurement.loaded_sessions`` counts those left loaded.
 
 :func:`measure_specs` builds deploy models from specs, exports fp32 and int8 ONNX to a temp folder,
 measures them and appends rows to a hardware CSV that ``predictors.load_table`` reads.
@@ -213,9 +213,9 @@ def measure_onnx(
     """Measure an ONNX model's batch-1 latency with onnxruntime on this CPU by the protocol above.
 
     Each of ``sessions`` sessions that is loaded is re-done up to ``retries`` times (the least loaded
-    attempt is kept). ``clock="cpu"`` (one thread only) labels with the thread's CPU time per run, which
-    descheduling does not inflate — for a loaded machine; on an idle one both clocks agree. ``probe``
-    replaces :func:`read_probe` (tests inject a loaded machine).
+    attempt is kept); once a session stays loaded through its retries, later ones are not re-done (the
+    load is persistent; re-doing would only multiply the time). ``clock="cpu"`` (threads=1): see above.
+    ``probe`` replaces :func:`read_probe` (tests inject a loaded machine).
     """
     import onnxruntime as ort
 
@@ -225,13 +225,14 @@ def measure_onnx(
     _check_counts(threads=threads, warmup=warmup, runs=runs, sessions=sessions, retries=retries)
     _check_clock(clock, threads)
     probe, pick = probe or read_probe, (0 if clock == "wall" else 1)
-    kept, redone = [], 0
+    kept, redone, busy = [], 0, False
     try:
         for _ in range(sessions):
             attempts = [_one_session(source, threads, warmup, runs, probe)]
-            while attempts[-1][2].loaded and len(attempts) <= retries:
+            while attempts[-1][2].loaded and len(attempts) <= retries and not busy:
                 redone += 1
                 attempts.append(_one_session(source, threads, warmup, runs, probe))
+            busy = busy or attempts[-1][2].loaded  # retries did not help: the load is persistent, stop re-doing
             # keep an unloaded attempt if there is one, else the fastest (least disturbed) one
             kept.append(min(attempts, key=lambda a: (a[2].loaded, a[pick])))
     except (RuntimeError, ValueError, ort.capi.onnxruntime_pybind11_state.Fail) as exc:
