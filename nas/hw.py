@@ -62,12 +62,13 @@ def fit_rows(table: HardwareTable, devices: Sequence[str] | None = None,
                                "family": family, "lam": predictor.lam if predictor.family.uses_prior else None}
         if predictor.n_points >= 2:
             summary = summarize_loo(evaluate_loo(table, key, family))
-            row.update({k: summary[k] for k in ("loo_mape_pct", "max_error_pct", "kendall_tau", "macs_mape_pct",
-                                                "coverage")})
+            row.update({k: round(summary[k], 2) for k in ("loo_mape_pct", "max_error_pct", "macs_mape_pct")})
+            row.update({k: round(summary[k], 3) for k in ("kendall_tau", "coverage")})
         else:
             row.update(dict.fromkeys(("loo_mape_pct", "max_error_pct", "kendall_tau", "macs_mape_pct",
                                       "coverage")))
-        row["memory_limit_kib"] = predictor.memory_limit_kib
+        limit = predictor.memory_limit_kib
+        row["memory_limit_kib"] = None if limit is None else round(limit, 1)
         rows.append(row)
     return rows, predictors
 

@@ -40,7 +40,11 @@ class MemoryBounds:
 
     largest_ok_kib: float | None
     smallest_failure_kib: float | None
-    failed_specs: tuple[str, ...] = ()
+    failed_specs: tuple[str, ...] = ()  # canonical spec strings of the failures
+
+    def __post_init__(self) -> None:
+        # parsed once: comparing specs is cheap, formatting them on every call is not
+        object.__setattr__(self, "_failed", frozenset(ArchSpec.parse(s) for s in self.failed_specs))
 
     @property
     def consistent(self) -> bool:
@@ -59,7 +63,7 @@ class MemoryBounds:
     def assess(self, spec: ArchSpec) -> Feasibility:
         """Feasibility of ``spec`` from its int8 peak memory and the bounds."""
         peak = spec_features(spec).peak_memory_kib
-        if spec.to_string() in self.failed_specs:
+        if spec in self._failed:  # type: ignore[attr-defined]
             return Feasibility(False, False, f"failed on this device in the table (peak on-chip memory "
                                              f"{peak:,.0f} KiB)")
         if self.smallest_failure_kib is None:

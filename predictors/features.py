@@ -65,10 +65,10 @@ def spec_features(spec: ArchSpec) -> SpecFeatures:
     return SpecFeatures(scaled, roof, macs, peak)
 
 
-def log_distance(x: np.ndarray, measured: np.ndarray) -> float:
-    """Distance of feature vector ``x`` to the nearest row of ``measured``: min over rows of the largest
-    |ln ratio| over the features (0 at a measured architecture; ln 2 when some feature is 2× off)."""
-    if measured.size == 0:
+def log_distance(x: np.ndarray, log_measured: np.ndarray) -> float:
+    """Distance of feature vector ``x`` to the nearest measured architecture, given the *logs* of the measured
+    feature rows: min over rows of the largest |ln ratio| over the features (0 at a measured architecture;
+    ln 2 when some feature is 2× off)."""
+    if log_measured.size == 0:
         return math.inf
-    ratios = np.abs(np.log(x[None, :] / measured))
-    return float(ratios.max(axis=1).min())
+    return float(np.abs(np.log(x) - log_measured).max(axis=1).min())

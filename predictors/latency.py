@@ -81,8 +81,8 @@ class DevicePredictor:
             specs = [ArchSpec.parse(s) for s in self.train_specs]
         except SpecError as exc:
             raise PredictorError(f"predictor of {device!r} names a bad spec: {exc}") from exc
-        self._train_x = np.array([spec_features(s).vector(self.family.features) for s in specs]).reshape(
-            len(specs), len(self.family.features))
+        train_x = np.array([spec_features(s).vector(self.family.features) for s in specs])
+        self._log_train_x = np.log(train_x.reshape(len(specs), len(self.family.features)))
 
     # -- asking ------------------------------------------------------------------------------------
     @property
@@ -103,7 +103,7 @@ class DevicePredictor:
         """Latency (ms) with an interval that widens away from measured architectures, and feasibility."""
         x = spec_features(spec).vector(self.family.features)
         ms = float(x @ self.beta)
-        d = log_distance(x, self._train_x)
+        d = log_distance(x, self._log_train_x)
         w = Z * self.residual_scale * (1.0 + (d if math.isfinite(d) else 1.0))
         verdict = self.memory.assess(spec)
         return LatencyPrediction(self.device, self.precision, ms, ms * math.exp(-w), ms * math.exp(w),
