@@ -27,8 +27,8 @@ import numpy as np
 from predictors.errors import PredictorError
 from predictors.families import DEFAULT_FAMILY, Family, device_shape, fit_family, get_family, mean_shape
 from predictors.feasibility import MemoryBounds, memory_bounds
-from predictors.features import log_distance, spec_features
-from predictors.tables import HardwareTable
+from predictors.features import REFERENCE, log_distance, spec_features
+from predictors.tables import HardwareTable, resolve_device
 from search_space import ArchSpec
 from search_space.errors import SpecError
 
@@ -111,8 +111,6 @@ class DevicePredictor:
 
     def coefficients(self) -> dict[str, float]:
         """β in physical units: ms per byte, per MAC, per activation byte, per conv, per inference."""
-        from predictors.features import REFERENCE
-
         out = {}
         for name, b in zip(self.family.features, self.beta):
             out[name] = float(b / REFERENCE[name]) if name in REFERENCE else float(b)
@@ -215,8 +213,6 @@ def fit_predictors(table: HardwareTable, devices: Sequence[str] | None = None,
                    family: str = DEFAULT_FAMILY) -> dict[str, DevicePredictor]:
     """One predictor per device key. ``devices=None`` fits every device with a measured latency; names are
     resolved case-insensitively (an unknown one raises :class:`PredictorError` listing the known ones)."""
-    from predictors.tables import resolve_device
-
     fam = get_family(family)
     if devices is None:
         keys = [k for k in table.device_keys if any(r.ok for r in table.rows_for(k))]
