@@ -71,7 +71,7 @@ def emit(
         body: Any = [{k: _plain(r.get(k)) for k in columns} for r in rows]
         if extra is not None:
             body = {"rows": body, **{k: _plain(v) for k, v in extra.items()}}
-        sys.stdout.write(json.dumps(body, indent=2, default=str) + "\n")
+        sys.stdout.write(json.dumps(body, indent=2, default=str, ensure_ascii=False) + "\n")
     elif fmt == "csv":
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
@@ -82,7 +82,9 @@ def emit(
     else:
         table = Table(title=title, show_lines=False)
         for c in columns:
-            table.add_column(c, justify="right" if rows and isinstance(rows[0].get(c), (int, float)) else "left")
+            sample = next((r.get(c) for r in rows if r.get(c) is not None), None)
+            numeric = isinstance(sample, (int, float)) and not isinstance(sample, bool)
+            table.add_column(c, justify="right" if numeric else "left")
         for r in rows:
             table.add_row(*(_cell(r.get(c)) for c in columns))
         console = Console(file=sys.stdout, width=max(160, Console().width), highlight=False)
