@@ -11,13 +11,14 @@ from search_space import (
     SEED_RESOLUTION,
     SEED_ROWS,
     ArchSpec,
+    MemoryStrategy,
     analyze,
     resolve_arch,
 )
 from search_space.errors import SpecError
 
 
-def memory_strategy(name: str):
+def memory_strategy(name: str) -> MemoryStrategy:
     """The memory strategy called ``name`` (``int8`` or ``fp16``)."""
     if name not in MEMORY_STRATEGIES:
         raise SpecError(f"unknown memory strategy {name!r}", f"allowed: {', '.join(MEMORY_STRATEGIES)}")
@@ -33,6 +34,8 @@ def arch_row(name: str, spec: ArchSpec, memory: str = "int8") -> dict[str, objec
         "widths": list(spec.widths),
         "block": spec.block,
         "groups": spec.groups,
+        "resolution": spec.resolution,
+        "num_classes": spec.num_classes,
         "macs": report.macs,
         "legacy_flops": report.legacy_flops,
         "params": report.params,
@@ -45,12 +48,22 @@ def arch_row(name: str, spec: ArchSpec, memory: str = "int8") -> dict[str, objec
 
 def arch_table(
     names: Sequence[str] = SEED_ROWS,
-    resolution: int = SEED_RESOLUTION,
-    num_classes: int = SEED_CLASSES,
+    resolution: int | None = SEED_RESOLUTION,
+    num_classes: int | None = SEED_CLASSES,
     memory: str = "int8",
 ) -> list[dict[str, object]]:
-    """The seed's model-analysis table (by default its eight rows at 112 px, 89 classes), from the cost model."""
-    return [arch_row(n, resolve_arch(n, resolution, num_classes), memory) for n in names]
+    """The seed's model-analysis table (by default its eight rows at 112 px, 89 classes), from the cost model.
+
+    ``resolution``/``num_classes`` override every row; ``None`` keeps a spec string's own value and puts
+    presets at the seed's 112 px / 89 classes.
+    """
+    rows = []
+    for name in names:
+        own = "_" in name  # a spec string carries its own resolution and class count
+        res = resolution if resolution is not None or own else SEED_RESOLUTION
+        classes = num_classes if num_classes is not None or own else SEED_CLASSES
+        rows.append(arch_row(name, resolve_arch(name, res, classes), memory))
+    return rows
 
 
 def preset_rows() -> list[dict[str, object]]:

@@ -88,8 +88,12 @@ class RepBlock(nn.Module):
         if self.reparam is not None:
             return
         weight, bias = self.equivalent_kernel()
-        conv = nn.Conv2d(self.cin, self.cout, 3, self.stride, 1, groups=self.groups, bias=True)
-        conv = conv.to(device=weight.device, dtype=weight.dtype)
+        # skip_init: the fused values overwrite the weights at once, so a random init would be wasted work
+        # (it dominated re-parameterizing the B-family models)
+        conv = torch.nn.utils.skip_init(
+            nn.Conv2d, self.cin, self.cout, 3, self.stride, 1, groups=self.groups, bias=True,
+            device=weight.device, dtype=weight.dtype,
+        )
         conv.weight.copy_(weight)
         conv.bias.copy_(bias)
         for name in [n for n, _ in self.named_children() if n not in ("act",)]:

@@ -19,6 +19,7 @@ Counting conventions (the deploy form: every block is one fused 3×3 conv with b
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import cached_property
 
 from search_space.spec import ArchSpec
 
@@ -97,11 +98,14 @@ class LayerCost:
 
 @dataclass(frozen=True)
 class CostReport:
-    """Per-layer costs and totals of one spec."""
+    """Totals of one spec; the per-layer table ``layers`` is built on first access.
+
+    The totals come from a closed form over the few distinct layer shapes of each stage (microseconds per
+    spec, independent of depth); ``layers`` walks every layer and always agrees with them.
+    """
 
     spec: ArchSpec
     strategy: MemoryStrategy
-    layers: tuple[LayerCost, ...]
     macs: int
     params: int
     train_params: int
@@ -111,6 +115,11 @@ class CostReport:
     weight_bytes: float
     activation_elements: int
     conv_count: int
+
+    @cached_property
+    def layers(self) -> tuple[LayerCost, ...]:
+        """Per-layer costs, deploy-form order: the convs of stages 0–4, then the head."""
+        return layer_costs(self.spec, self.strategy)
 
     @property
     def peak_memory_kib(self) -> float:
@@ -138,54 +147,101 @@ class CostReport:
         return [asdict(layer) for layer in self.layers]
 
 
-def _train_block_params(layer: ConvLayer, block: str) -> int:
-    """Learnable params of one train-form block (BN running stats are buffers, not params)."""
-    w3 = layer.cin // layer.groups * layer.cout * 9
-    w1 = layer.cin // layer.groups * layer.cout
-    has_identity = layer.cin == layer.cout and layer.stride == 1
-    if block == "qarepvgg":  # 3×3 conv-BN, bare 1×1 conv, bare identity, one BN after the sum
-        return w3 + 2 * layer.cout + w1 + 2 * layer.cout
-    return w3 + 2 * layer.cout + w1 + 2 * layer.cout + (2 * layer.cin if has_identity else 0)
+def _head_cost(c: int, k: int, s: MemoryStrategy) -> LayerCost:
+    """The linear head ``C → classes`` with bias."""
+    head_w = c * k
+    memory = head_w * s.weight_bytes + k * s.bias_bytes + k * (s.accum_bytes + s.act_bytes)
+    return LayerCost("head", "linear", c, k, 1, 1, 1, 1, head_w, head_w + k, head_w * s.weight_bytes,
+                     k * s.act_bytes, memory)
 
 
-def analyze(spec: ArchSpec, strategy: MemoryStrategy = INT8) -> CostReport:
-    """Per-layer table and totals of ``spec`` under ``strategy``; pure Python, microseconds per spec."""
+def layer_costs(spec: ArchSpec, strategy: MemoryStrategy = INT8) -> tuple[LayerCost, ...]:
+    """Every deploy-form layer's cost, one row per layer (the reference that :func:`analyze` must agree with)."""
     s = strategy
     rows: list[LayerCost] = []
-    train_params = legacy = act_elems = 0
     for layer in layer_plan(spec):
         weights = layer.cin // layer.groups * layer.cout * 9
         out_elems = layer.h_out * layer.h_out * layer.cout
-        macs = weights * layer.h_out * layer.h_out
-        act_bytes = out_elems * s.act_bytes
         memory = weights * s.weight_bytes + layer.cout * s.bias_bytes + out_elems * (s.accum_bytes + s.act_bytes)
         rows.append(
             LayerCost(layer.name, "conv3x3", layer.cin, layer.cout, layer.groups, layer.stride, layer.h_out,
-                      layer.h_out, macs, weights + layer.cout, weights * s.weight_bytes, act_bytes, memory)
+                      layer.h_out, weights * layer.h_out * layer.h_out, weights + layer.cout,
+                      weights * s.weight_bytes, out_elems * s.act_bytes, memory)
         )
-        train_params += _train_block_params(layer, spec.block)
-        legacy += out_elems * (layer.h_in // layer.groups) * 9
-        act_elems += out_elems
-    c, k, w_last = rows[-1].cout, spec.num_classes, rows[-1].w_out
-    head_w = c * k
-    rows.append(
-        LayerCost("head", "linear", c, k, 1, 1, 1, 1, head_w, head_w + k, head_w * s.weight_bytes, k * s.act_bytes,
-                  head_w * s.weight_bytes + k * s.bias_bytes + k * (s.accum_bytes + s.act_bytes))
-    )
-    train_params += head_w + k
-    legacy += head_w + (w_last + 1) * c
-    peak = max(rows, key=lambda r: r.memory_bytes)
+    rows.append(_head_cost(rows[-1].cout, spec.num_classes, s))
+    return tuple(rows)
+
+
+def _layer_kinds(spec: ArchSpec, widths: tuple[int, ...]) -> list[tuple[int, int, int, int, int, int, int, int, int]]:
+    """The distinct conv shapes of the deploy form in order of first occurrence.
+
+    Rows are ``(stage, index of first occurrence, count, cin, cout, stride, groups, h_in, h_out)``. Every
+    block of a stage after the first has the same shape; with ``groups`` > 1 they alternate between grouped
+    and dense (even global layer indices are grouped), so a stage has at most three kinds of layer.
+    """
+    g = spec.groups
+    h = spec.resolution
+    h_out = (h - 1) // 2 + 1
+    cin = spec.stem_width
+    kinds = [(0, 0, 1, 3, cin, 2, 1, h, h_out)]
+    h, first = h_out, 1  # `first`: global layer index (1-based over stages 1–4) of the stage's block 0
+    for stage, (depth, cout) in enumerate(zip(spec.depths, widths), 1):
+        h_out = (h - 1) // 2 + 1
+        kinds.append((stage, 0, 1, cin, cout, 2, g if g > 1 and first % 2 == 0 else 1, h, h_out))
+        rest = depth - 1  # blocks 1..depth-1: stride 1, cout → cout
+        if rest and g == 1:
+            kinds.append((stage, 1, rest, cout, cout, 1, 1, h_out, h_out))
+        elif rest:
+            g1 = g if (first + 1) % 2 == 0 else 1
+            kinds.append((stage, 1, (rest + 1) // 2, cout, cout, 1, g1, h_out, h_out))
+            if rest > 1:
+                kinds.append((stage, 2, rest // 2, cout, cout, 1, g if g1 == 1 else 1, h_out, h_out))
+        cin, h, first = cout, h_out, first + depth
+    return kinds
+
+
+def analyze(spec: ArchSpec, strategy: MemoryStrategy = INT8) -> CostReport:
+    """Totals of ``spec`` under ``strategy`` (per-layer rows on demand); pure Python, microseconds per spec."""
+    s = strategy
+    wb, bb, ob = s.weight_bytes, s.bias_bytes, s.accum_bytes + s.act_bytes
+    qa = spec.block == "qarepvgg"
+    widths = spec.stage_widths
+    macs = params = train_params = legacy = act_elems = 0
+    weight_bytes: float = 0
+    peak, peak_at = -1.0, (0, 0)
+    kinds = _layer_kinds(spec, widths)
+    for stage, index, count, cin, cout, stride, groups, h_in, h_out in kinds:
+        w1 = cin // groups * cout  # the 1×1 branch's weights; the fused 3×3 conv has 9× as many
+        weights = 9 * w1
+        pixels = h_out * h_out
+        out_elems = pixels * cout
+        macs += count * weights * pixels
+        params += count * (weights + cout)
+        # Train form (BN running stats are buffers): 3×3 conv + BN, 1×1 conv + BN (RepVGG) or bare 1×1 conv
+        # and one BN after the sum (QARepVGG), plus RepVGG's identity BN where shapes allow.
+        train_params += count * (weights + w1 + 4 * cout + (2 * cin if not qa and stride == 1 and cin == cout else 0))
+        legacy += count * out_elems * (h_in // groups) * 9
+        act_elems += count * out_elems
+        weight_bytes += count * weights * wb
+        memory = weights * wb + cout * bb + out_elems * ob
+        if memory > peak:  # strict: the first layer reaching the peak names it
+            peak, peak_at = memory, (stage, index)
+    c, k, w_last = widths[3], spec.num_classes, kinds[-1][8]
+    head_w = c * k  # the linear head, as in _head_cost (inlined: this function runs once per trial spec)
+    head_memory = head_w * wb + k * bb + k * ob
+    peak_layer = "stage0" if peak_at == (0, 0) else f"stage{peak_at[0]}.{peak_at[1]}"
+    if head_memory > peak:
+        peak, peak_layer = head_memory, "head"
     return CostReport(
         spec=spec,
         strategy=s,
-        layers=tuple(rows),
-        macs=sum(r.macs for r in rows),
-        params=sum(r.params for r in rows),
-        train_params=train_params,
-        peak_memory_bytes=peak.memory_bytes,
-        peak_layer=peak.name,
-        legacy_flops=legacy,
-        weight_bytes=sum(r.weight_bytes for r in rows),
+        macs=macs + head_w,
+        params=params + head_w + k,
+        train_params=train_params + head_w + k,
+        peak_memory_bytes=peak,
+        peak_layer=peak_layer,
+        legacy_flops=legacy + head_w + (w_last + 1) * c,  # thop: head C·classes, global pool (W_last + 1)·C
+        weight_bytes=weight_bytes + head_w * wb,
         activation_elements=act_elems,
-        conv_count=len(rows) - 1,
+        conv_count=spec.num_layers,
     )

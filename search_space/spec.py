@@ -10,10 +10,14 @@ Canonical string form (file-name safe, round-trips through :func:`ArchSpec.parse
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+import numbers
+import operator
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any
 
 from search_space.errors import SpecError
@@ -51,17 +55,28 @@ class ArchSpec:
     num_classes: int = 1000
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
-        object.__setattr__(self, "widths", tuple(float(w) for w in self.widths))
+        try:
+            depths = tuple(_whole("depth", d) for d in self.depths)
+            widths = tuple(float(w) for w in self.widths)
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, SpecError):
+                raise
+            raise SpecError(f"depths and widths must be sequences of numbers: {exc}") from exc
+        object.__setattr__(self, "depths", depths)
+        object.__setattr__(self, "widths", widths)
+        for name in ("groups", "resolution", "num_classes"):  # 2.0 → 2, so that to_string() parses back
+            object.__setattr__(self, name, _whole(name, getattr(self, name)))
         validate(self)
 
     # -- derived shape ---------------------------------------------------------------------------
-    @property
+    # cached: the cost model reads these once per spec, thousands of specs a second (the cache lives in the
+    # instance __dict__, outside the dataclass fields, so equality, hashing and to_dict() ignore it)
+    @cached_property
     def stem_width(self) -> int:
         """Output channels of stage 0."""
         return min(STEM_MAX_WIDTH, int(STEM_MAX_WIDTH * self.widths[0]))
 
-    @property
+    @cached_property
     def stage_widths(self) -> tuple[int, int, int, int]:
         """Output channels of stages 1–4."""
         return tuple(int(b * w) for b, w in zip(STAGE_BASE_WIDTHS, self.widths))  # type: ignore[return-value]
@@ -138,6 +153,16 @@ class ArchSpec:
         data = self.to_dict()
         data.update(changes)
         return ArchSpec.from_dict(data)
+
+
+def _whole(name: str, value: Any) -> int:
+    """``value`` as an int if it is a whole number (``2``, ``2.0``, ``numpy.int64(2)``), else :class:`SpecError`."""
+    if not isinstance(value, bool):
+        with contextlib.suppress(TypeError):
+            return operator.index(value)
+        if isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
+            return int(value)
+    raise SpecError(f"{name} must be a whole number, got {value!r}")
 
 
 def validate(spec: ArchSpec) -> None:

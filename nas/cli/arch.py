@@ -6,7 +6,7 @@ import argparse
 
 from nas.arch import arch_table, memory_strategy, preset_rows
 from nas.cli._common import add_format, emit
-from search_space import SEED_CLASSES, SEED_RESOLUTION, SEED_ROWS, analyze, resolve_arch
+from search_space import SEED_ROWS, analyze, resolve_arch
 
 LEGACY_NOTE = (
     "legacy_flops reproduces the seed's 'Flops' column: thop 0.1.x on an unbatched (3,H,W) input reads the "
@@ -45,19 +45,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("names", nargs="*", default=list(SEED_ROWS), metavar="NAME",
                    help="presets or spec strings (default: the seed's eight rows)")
-    p.add_argument("--resolution", type=int, default=SEED_RESOLUTION, help="input resolution (default: the seed's 112)")
-    p.add_argument("--classes", type=int, default=SEED_CLASSES, help="number of classes (default: the seed's 89)")
+    p.add_argument("--resolution", type=int,
+                   help="input resolution for every row (default: presets at the seed's 112, spec strings their own)")
+    p.add_argument("--classes", type=int,
+                   help="number of classes for every row (default: presets the seed's 89, spec strings their own)")
     p.add_argument("--memory", default="int8", choices=["int8", "fp16"], help="memory strategy (default int8)")
     add_format(p)
     p.set_defaults(func=cmd_table)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    """``nas arch list``: every preset with its source and note."""
     emit(preset_rows(), args.format, title="presets")
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    """``nas arch show``: per-layer costs (rows) and totals of one architecture."""
     spec = resolve_arch(args.arch, args.resolution, args.classes, args.block)
     report = analyze(spec, memory_strategy(args.memory))
     emit(report.layer_rows(), args.format, title=spec.to_string(), extra=report.totals())
@@ -65,8 +69,14 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
+    """``nas arch table``: one row of totals per preset or spec string (the seed's table by default)."""
     rows = arch_table(args.names, args.resolution, args.classes, args.memory)
-    emit(rows, args.format, title=f"model analysis at {args.resolution} px, {args.classes} classes",
-         columns=["name", "depths", "widths", "macs", "legacy_flops", "params", "peak_memory_kib", "peak_layer"],
+    columns = ["name", "depths", "widths", "macs", "legacy_flops", "params", "peak_memory_kib", "peak_layer"]
+    shapes = {(r["resolution"], r["num_classes"]) for r in rows}
+    if len(shapes) == 1:
+        title = "model analysis at {} px, {} classes".format(*shapes.pop())
+    else:  # spec strings of different inputs: show each row's
+        title, columns = "model analysis", [*columns[:3], "resolution", "num_classes", *columns[3:]]
+    emit(rows, args.format, title=title, columns=None if args.format == "json" else columns,  # JSON: every field
          extra={"note": LEGACY_NOTE} if args.format != "csv" else None)
     return 0

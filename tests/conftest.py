@@ -1,0 +1,40 @@
+"""Shared fixtures. Keep this file small: helpers that need torch import it lazily."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    """The repository root (where pyproject.toml lives)."""
+    return REPO_ROOT
+
+
+@pytest.fixture
+def randomize_bn() -> Callable[[Any, int], Any]:
+    """A function ``(model, seed) -> model`` giving every BatchNorm random running stats and affine params.
+
+    Freshly built BN layers are the identity in eval mode (mean 0, var 1, weight 1, bias 0), which would let a
+    wrong fusion of the statistics pass unnoticed. Scales stay near 1 so deep nets keep finite activations.
+    """
+    import torch
+
+    def apply(model: Any, seed: int = 0) -> Any:
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+                n = bn.num_features
+                bn.running_mean.copy_(torch.randn(n, generator=gen) * 0.2)
+                bn.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
+                bn.weight.copy_(torch.rand(n, generator=gen) * 0.8 + 0.4)
+                bn.bias.copy_(torch.randn(n, generator=gen) * 0.2)
+        return model
+
+    return apply
