@@ -128,6 +128,37 @@ def model_from_checkpoint(
     return model, spec, [str(c) for c in state["classes"]], config
 
 
+def check_resume(
+    state: dict[str, Any],
+    spec: ArchSpec,
+    config: dict[str, Any],
+    classes: list[str],
+    path: str | os.PathLike[str],
+    free: tuple[str, ...] = (),
+) -> None:
+    """Refuse to resume ``state`` with another spec, config (except the ``free`` fields) or class list.
+
+    The error names every differing field with its old and new value. ``epochs`` may only grow.
+    """
+    old_spec = spec_from_checkpoint(state, path)
+    spec_diff = [k for k, v in spec.to_dict().items() if old_spec.to_dict().get(k) != v]
+    if spec_diff:
+        raise TrainError(f"cannot resume {path}: the spec differs in {', '.join(spec_diff)} "
+                         f"({old_spec} vs {spec})", "resume with the same architecture or use a new --out")
+    old = dict(state["config"])
+    diff = [k for k in config if k not in free and old.get(k) != config[k]]
+    if diff:
+        detail = ", ".join(f"{k}: {old.get(k)!r} → {config[k]!r}" for k in diff)
+        raise TrainError(f"cannot resume {path}: the training config differs ({detail})",
+                         f"only {', '.join(free) or 'nothing'} may change when resuming; or use a new --out")
+    if int(config.get("epochs", 0)) < int(state.get("epoch", 0)):
+        raise TrainError(f"cannot resume {path}: it has {state['epoch']} epochs done, the config asks for "
+                         f"{config['epochs']}", "epochs may only be extended")
+    if list(state["classes"]) != list(classes):
+        raise TrainError(f"cannot resume {path}: the data's classes differ from the checkpoint's",
+                         "resume on the same data")
+
+
 # -- RNG state ---------------------------------------------------------------------------------------
 
 def rng_state() -> dict[str, Any]:

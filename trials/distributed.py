@@ -8,6 +8,7 @@ rank 0 of 1, through the same code path: the samplers below are deterministic fu
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -15,9 +16,10 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset, TensorDataset
+from torch.utils.data import Dataset, Sampler, Subset, TensorDataset
 
 from trials.errors import TrainError
+from trials.evaluate import evaluate
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,26 @@ def all_reduce_sum(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     return buf.to(values.device)
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(threads)`` (None: leave as is), then restore.
+
+    One thread makes small-model results independent of the machine's core count, and avoids the
+    many-fold slowdown of OpenMP spin-waiting when a shared machine is oversubscribed.
+    """
+    if threads is None:
+        yield
+        return
+    if threads < 1:
+        raise TrainError(f"threads must be at least 1, got {threads}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def barrier(ctx: DistContext) -> None:
     """Wait for every rank (no-op on one)."""
     if ctx.distributed:
@@ -104,7 +126,9 @@ def dataset_labels(dataset: Dataset) -> list[int]:
         return [parent[i] for i in dataset.indices]
     if isinstance(dataset, TensorDataset):
         return [int(v) for v in dataset.tensors[1].tolist()]
-    targets = getattr(dataset, "targets", None)
+    targets = getattr(dataset, "labels", None)
+    if targets is None:
+        targets = getattr(dataset, "targets", None)
     if targets is not None:
         return [int(t) for t in (targets.tolist() if torch.is_tensor(targets) else targets)]
     return [int(dataset[i][1]) for i in range(len(dataset))]  # type: ignore[arg-type]
@@ -156,25 +180,9 @@ class EpochSampler(Sampler[int]):
         return iter(order[self.rank :: self.world_size].tolist())
 
 
-@torch.no_grad()
-def _confusion(
-    model: torch.nn.Module, dataset: Dataset, num_classes: int, batch_size: int, device: torch.device,
-    memory_format: torch.memory_format,
-) -> torch.Tensor:
-    """Confusion counts (true × predicted) of ``model`` in eval mode on ``dataset``."""
-    was_training = model.training
-    model.eval()
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64)
-    for images, labels in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        logits = model(images.to(device, memory_format=memory_format))
-        pairs = labels.to(torch.long) * num_classes + logits.argmax(1).cpu()
-        confusion += torch.bincount(pairs, minlength=num_classes**2).reshape(num_classes, num_classes)
-    model.train(was_training)
-    return confusion
-
-
 def accuracy_from_confusion(confusion: torch.Tensor) -> tuple[float, float]:
-    """(top-1, balanced accuracy) from a confusion matrix; balanced = mean recall over classes present."""
+    """(top-1, balanced accuracy) from a confusion matrix, defined as :func:`trials.evaluate.evaluate` does:
+    balanced accuracy is the mean recall over the classes that have images."""
     total = float(confusion.sum())
     per_class = confusion.sum(1)
     present = per_class > 0
@@ -189,9 +197,16 @@ def evaluate_distributed(
     classes: Sequence[str],
     batch_size: int,
     ctx: DistContext,
-    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> tuple[float, float]:
-    """Validation (top-1, balanced accuracy) with the data sharded by rank and the confusion all-reduced."""
-    shard = dataset if not ctx.distributed else Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))
-    confusion = _confusion(model, shard, len(classes), batch_size, ctx.device, memory_format)
+    """Validation (top-1, balanced accuracy): :func:`trials.evaluate.evaluate` on this rank's shard of
+    the data; under DDP the confusion matrices are summed over ranks before the accuracies are taken."""
+    if not ctx.distributed:
+        result = evaluate(model, dataset, list(classes), batch_size, device=str(ctx.device))
+        return result.top1, result.balanced_acc
+    shard = Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))
+    k = len(classes)
+    confusion = torch.zeros(k, k, dtype=torch.float64)
+    if len(shard):
+        confusion += torch.from_numpy(evaluate(model, shard, list(classes), batch_size,
+                                               device=str(ctx.device)).confusion)
     return accuracy_from_confusion(all_reduce_sum(confusion, ctx))

@@ -11,6 +11,7 @@ uninterrupted one. Under ``torchrun`` the same function trains data-parallel (se
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -27,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from search_space.model import build_model
 from search_space.spec import ArchSpec
-from trials.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, spec_from_checkpoint
+from trials.checkpoint import check_resume, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from trials.distributed import (
     DistContext,
     EpochSampler,
@@ -203,27 +204,6 @@ def check_data(spec: ArchSpec, data: Any) -> None:
                          f"load the data at resolution {spec.resolution} or change the spec's resolution")
 
 
-def _resume_check(state: dict[str, Any], spec: ArchSpec, config: TrainConfig, classes: list[str], path: Path) -> None:
-    old_spec = spec_from_checkpoint(state, path)
-    spec_diff = [k for k, v in spec.to_dict().items() if old_spec.to_dict().get(k) != v]
-    if spec_diff:
-        raise TrainError(f"cannot resume {path}: the spec differs in {', '.join(spec_diff)} "
-                         f"({old_spec} vs {spec})", "resume with the same architecture or use a new --out")
-    old = dict(state["config"])
-    new = config.to_dict()
-    diff = [k for k in new if k not in RESUME_FREE and old.get(k) != new[k]]
-    if diff:
-        detail = ", ".join(f"{k}: {old.get(k)!r} → {new[k]!r}" for k in diff)
-        raise TrainError(f"cannot resume {path}: the training config differs ({detail})",
-                         f"only {', '.join(RESUME_FREE)} may change when resuming; or use a new --out")
-    if config.epochs < int(state["epoch"]):
-        raise TrainError(f"cannot resume {path}: it has {state['epoch']} epochs done, config asks {config.epochs}",
-                         "epochs may only be extended")
-    if list(state["classes"]) != list(classes):
-        raise TrainError(f"cannot resume {path}: the data's classes differ from the checkpoint's",
-                         "resume on the same data")
-
-
 def _make_loader(data: Any, config: TrainConfig, ctx: DistContext) -> tuple[DataLoader, EpochSampler, bool]:
     labels = dataset_labels(data.train)
     sampler = EpochSampler(labels, balanced=config.sampler == "class_balanced", seed=config.seed,
@@ -246,12 +226,16 @@ def train(
     out_dir: str | Path | None = None,
     resume: bool = False,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    data_settings: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``build_model(spec)`` on ``data`` (a DataBundle) with ``config``; see the module docstring.
 
     ``on_progress`` (rank 0 only) receives dicts with ``event`` = ``start`` | ``step`` | ``epoch``,
     and ``epoch``, ``step``, ``total_steps``, ``loss``, ``lr``, ``images_per_s`` (plus val metrics at
-    ``epoch``). With ``resume=True`` training continues from ``out_dir/last.pt``.
+    ``epoch``). With ``resume=True`` training continues from ``out_dir/last.pt``. Checkpoints record
+    ``data``: the bundle's report (``data.report.to_dict()``) updated with ``data_settings`` (how the
+    data was loaded: path, val_ratio, long_tail, seed, max_per_class, …) so that evaluation can reload it.
     """
     config = config or TrainConfig()
     config.validate()
@@ -267,7 +251,11 @@ def train(
     try:
         if config.amp and ctx.device.type != "cuda":
             raise TrainError("amp (float16 autocast) needs a CUDA device", "drop --amp on the CPU")
-        return _train(spec, data, config, out, resume, on_progress, ctx)
+        report = getattr(data, "report", None)
+        recorded = dict(report.to_dict()) if hasattr(report, "to_dict") else {}
+        recorded.update(data_settings or {})
+        recorded = json.loads(json.dumps(recorded, default=str))  # plain types only (weights_only load)
+        return _train(spec, data, config, out, resume, on_progress, ctx, recorded)
     finally:
         shutdown(ctx)
 
@@ -280,12 +268,13 @@ def _train(
     resume: bool,
     on_progress: Callable[[dict[str, Any]], None] | None,
     ctx: DistContext,
+    recorded: dict[str, Any],
 ) -> TrainResult:
     device, start = ctx.device, time.perf_counter()
     state = None
     if resume:
         state = load_checkpoint(out / "last.pt")
-        _resume_check(state, spec, config, list(data.classes), out / "last.pt")
+        check_resume(state, spec, config.to_dict(), list(data.classes), out / "last.pt", RESUME_FREE)
     seed_everything(config.seed)
     model = build_model(spec).to(device)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
@@ -359,8 +348,7 @@ def _train(
         if not math.isfinite(train_loss):
             raise TrainError(f"the training loss became {train_loss} in epoch {epoch + 1}",
                              "lower --lr or enable warm-up (--warmup-epochs)")
-        top1, bal = evaluate_distributed(model, data.val, data.classes, config.eval_batch_size, ctx,
-                                         memory_format=memory_format)
+        top1, bal = evaluate_distributed(model, data.val, data.classes, config.eval_batch_size, ctx)
         epoch += 1
         record = {"epoch": epoch, "step": step, "train_loss": train_loss, "val_top1": top1,
                   "val_balanced_acc": bal, "lr": optimizer.param_groups[0]["lr"], "images_per_s": images_per_s,
@@ -374,7 +362,7 @@ def _train(
                     "epoch": epoch, "step": step, "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict(), "loss": criterion.state_dict(), "rng": rng_state(),
-                    "history": history, "best": best, "metrics": record}
+                    "history": history, "best": best, "metrics": record, "data": recorded}
             if improved:  # best first: a crash between the two writes never leaves last.pt ahead of best.pt
                 save_checkpoint(best_path, ckpt)
             save_checkpoint(out / "last.pt", ckpt)
