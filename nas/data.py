@@ -22,6 +22,7 @@ from search_space.spec import ArchSpec
 from trials.data import DataReport, load_data
 from trials.errors import DataError
 from trials.evaluate import EvalResult, evaluate, save_confusion_png
+from trials.folders import find_layout, list_classes
 from trials.stats import DatasetStats, dataset_stats, save_class_histogram, save_resolution_scatter
 
 SPLITS = ("val", "train")
@@ -122,6 +123,13 @@ def checkpoint_data_settings(checkpoint: str | os.PathLike[str]) -> dict[str, An
     return settings
 
 
+def _check_classes(expected: Sequence[str], found: Sequence[str]) -> None:
+    if list(found) != list(expected):
+        raise DataError(
+            f"the checkpoint has {len(expected)} classes ({', '.join(expected[:3])}, …) but the data has "
+            f"{len(found)} ({', '.join(found[:3])}, …)", "pass the --data folder the model was trained on")
+
+
 def eval_checkpoint(
     checkpoint: str | os.PathLike[str],
     data: str | os.PathLike[str] | None = None,
@@ -144,6 +152,8 @@ def eval_checkpoint(
     model, spec, classes, _ = model_from_checkpoint(checkpoint)
     recorded = checkpoint_data_settings(checkpoint)
     path = data if data is not None else recorded.get("path")
+    if path is not None:  # cheap check before decoding a whole data set
+        _check_classes(classes, list_classes(find_layout(path)[1]))
     bundle = load_data(
         path, spec.resolution,
         val_ratio=val_ratio if val_ratio is not None else recorded.get("val_ratio", 0.1),
@@ -151,11 +161,7 @@ def eval_checkpoint(
         seed=seed if seed is not None else int(recorded.get("seed", 0)),
         max_per_class=recorded.get("max_per_class"),
     )
-    if list(bundle.classes) != list(classes):
-        raise DataError(
-            f"the checkpoint has {len(classes)} classes ({', '.join(classes[:3])}, …) but the data has "
-            f"{len(bundle.classes)} ({', '.join(bundle.classes[:3])}, …)",
-            "pass the --data folder the model was trained on")
+    _check_classes(classes, bundle.classes)
     datasets = {"val": bundle.val, "train": bundle.train_eval}
     results = {s: evaluate(model, datasets[s], bundle.classes, batch_size=batch_size) for s in splits}
     run = EvalRun(str(checkpoint), spec, results, bundle.report)

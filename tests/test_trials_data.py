@@ -222,3 +222,68 @@ def test_bad_arguments_raise_data_error(tree: Path) -> None:
         load_data(None, 32, val_ratio=1.0)
     with pytest.raises(DataError, match="max_per_class"):
         load_data(None, 32, max_per_class=0)
+
+
+def test_train_crop_geometry_and_flip() -> None:
+    from trials.transforms import EvalTransform, TrainAugment, TrainTransform, normalize
+
+    x = torch.randint(0, 256, (6, 3, 37, 37), dtype=torch.uint8)
+    whole = normalize(torch.nn.functional.interpolate(x.float(), size=(32, 32), mode="bilinear", align_corners=False))
+    out = TrainTransform(32, TrainAugment(scale=(1, 1), ratio=(1, 1), hflip=True))(x)
+    for i in range(6):  # the whole image, mirrored or not
+        assert torch.allclose(out[i], whole[i], atol=1e-4) or torch.allclose(out[i], whole[i].flip(-1), atol=1e-4)
+    boxes = TrainTransform(32, TrainAugment(scale=(0.25, 0.5))).boxes(2000)
+    area = boxes[:, 2] * boxes[:, 3]
+    assert (area >= 0.25 - 1e-6).all() and (area <= 0.5 + 1e-6).all()
+    assert (boxes[:, :2] - boxes[:, 2:] / 2 >= -1e-6).all() and (boxes[:, :2] + boxes[:, 2:] / 2 <= 1 + 1e-6).all()
+    center = EvalTransform(32)(x)
+    assert torch.equal(center, normalize(x[..., 2:34, 2:34].float()))
+    assert x.dtype == torch.uint8 and center.shape == (6, 3, 32, 32)
+
+
+def test_embedded_digits_train_well_above_chance_in_seconds() -> None:
+    from search_space.model import build_model
+    from search_space.spec import ArchSpec
+
+    torch.manual_seed(0)
+    data = load_data(None, 32)
+    model = build_model(ArchSpec((1, 1, 1, 1), (0.25, 0.25, 0.25, 0.25), resolution=32, num_classes=10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    start = time.perf_counter()
+    for _ in range(4):
+        for x, y in DataLoader(data.train, batch_size=64, shuffle=True):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    assert time.perf_counter() - start < 30  # ~2 s on one free core; generous for a busy shared machine
+    model.eval()
+    with torch.no_grad():
+        x, y = next(iter(DataLoader(data.val, batch_size=len(data.val))))
+        top1 = (model(x).argmax(1) == y).float().mean().item()
+    assert top1 > 0.4  # chance is 0.1
+
+
+@pytest.mark.slow
+def test_real_cifar10_lt_follows_its_protocol(tmp_path: Path) -> None:
+    import tarfile
+
+    archive = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-lt.tar.gz"
+    if not archive.is_file():
+        pytest.skip(f"{archive} is absent")
+    with tarfile.open(archive) as tar:
+        tar.extractall(tmp_path, filter="data")
+    b = load_data(tmp_path / "cifar10-lt", 32)
+    assert b.report.layout == "train/val folders" and b.report.skipped == 0
+    assert b.train_counts == exp_counts(5000, 10, 100) and b.val_counts == [1000] * 10
+    assert b.report.in_memory and b.report.memory_bytes == 22406 * 3 * 37 * 37
+
+
+def test_profiles_follow_existing_class_sizes(tmp_path: Path) -> None:
+    from trials.longtail import rank_targets
+
+    assert rank_targets([9, 5, 2], [3, 3, 3]) == [9, 5, 2]  # balanced: name order
+    assert rank_targets([9, 5, 2], [1, 8, 4]) == [2, 9, 5]
+    make_tree(tmp_path, {"a": 11, "b": 31, "c": 21}, bad=False)
+    b = load_data(tmp_path, 32, long_tail="exp:4")  # train sizes 10, 28, 19 → ranks b, c, a
+    assert b.train_counts == [7, 28, 14] and not b.report.profile_shortfall

@@ -96,3 +96,10 @@ def test_plots_are_valid_pngs(folder: Path, tmp_path: Path) -> None:
     scatter = save_resolution_scatter(s, tmp_path / "sub" / "r.png")
     assert _png_ok(hist) and _png_ok(scatter)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["h.png", "r.png", "sub"]  # no temp files left
+
+
+def test_a_folder_without_images_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "empty_class").mkdir()
+    (tmp_path / "empty_class" / "x.jpg").write_bytes(b"")
+    with pytest.raises(DataError, match="no readable image"):
+        dataset_stats(tmp_path)

@@ -12,10 +12,11 @@ Layouts (``path`` is a folder):
 
 Class labels follow sorted folder names (ImageFolder order). ``long_tail`` applies to the training split
 only, after the split, so validation keeps every class's share (the usual long-tail protocol: a balanced
-source gives a balanced validation set). ``max_per_class`` caps each class (each split in the two-folder
-layout) before anything else. Unreadable, empty and non-image files are skipped, counted and warned
-about (:class:`DataWarning`); a missing folder, no classes or a class without a readable image is a
-:class:`~trials.errors.DataError`.
+source gives a balanced validation set); profile rank ``i`` goes to the ``i``-th largest class, ties in
+name order, so a balanced source gets the profile in name order (:func:`trials.longtail.rank_targets`).
+``max_per_class`` caps each class (each split in the two-folder layout) before anything else.
+Unreadable, empty and non-image files are skipped, counted and warned about (:class:`DataWarning`); a
+missing folder, no classes or a class without a readable image is a :class:`~trials.errors.DataError`.
 
 Images are decoded once into uint8 squares (see :mod:`trials.transforms`) when they fit in
 :data:`MEMORY_LIMIT_BYTES` = 2 GiB (N · 3 · S² bytes, S = round(R · 256/224): CIFAR-10-LT's 22,406
@@ -40,7 +41,7 @@ from torch.utils.data import Dataset
 from search_space.spec import MIN_RESOLUTION
 from trials.errors import DataError
 from trials.folders import LAYOUT_FOLDERS, scan_images, workers
-from trials.longtail import cap_per_class, parse_long_tail, split_per_class, subsample_per_class
+from trials.longtail import cap_per_class, parse_long_tail, rank_targets, split_per_class, subsample_per_class
 from trials.transforms import (
     DIGITS_AUGMENT,
     FOLDER_AUGMENT,
@@ -215,9 +216,10 @@ def load_data(
         train_pos, val_pos, both = split_per_class(labels[pool], len(classes), val_ratio, seed)
         train_idx, val_idx = pool[train_pos], pool[val_pos]
     shortfall: dict[int, int] = {}
-    targets = profile.targets(int(np.bincount(labels[train_idx]).max()), len(classes)) if profile else None
+    sizes = np.bincount(labels[train_idx], minlength=len(classes))
+    targets = profile.targets(int(sizes.max()), len(classes)) if profile else None
     if targets is not None:
-        train_idx, shortfall = subsample_per_class(train_idx, labels, targets, seed)
+        train_idx, shortfall = subsample_per_class(train_idx, labels, rank_targets(targets, sizes), seed)
 
     train_aug = augment if isinstance(augment, TrainAugment) else (
         DIGITS_AUGMENT if path is None else FOLDER_AUGMENT)

@@ -1,7 +1,10 @@
 """Long-tail profiles and the per-class split rule (pure numpy, deterministic with a seed).
 
-Class ``i`` is the ``i``-th class in sorted-name order (torchvision's ImageFolder order), so profiles
-give the first sorted class the most images.
+Profiles are lists of targets by rank: rank 0 is the most images. :func:`rank_targets` gives rank ``i``
+to the ``i``-th largest class, ties broken by class index (sorted-name order, torchvision's ImageFolder
+order): on a balanced source — the usual case, e.g. CIFAR-10 → CIFAR-10-LT — class ``i`` in name order
+gets ``n_i``; on an already long-tailed source the profile follows the existing order of sizes instead
+of asking a small class for more images than it has.
 
 - ``"exp:IF"``: ``n_i = floor(n_max · IF^(−i/(C−1)))`` (the CIFAR-10-LT rule; ``n_max`` is the largest
   class, a tiny ``1e-9`` is added before the floor so that ``5000 · 100^(−1)`` stays 50).
@@ -93,6 +96,15 @@ def seed_counts(n_max: int, num_classes: int) -> list[int]:
         positions = np.linspace(0, len(profile) - 1, num_classes)
         shape = np.interp(positions, np.arange(len(profile)), profile)
     return [max(1, math.floor(n_max * v / shape[0] + _EPS)) for v in shape]
+
+
+def rank_targets(targets: Sequence[int], sizes: Sequence[int]) -> list[int]:
+    """Per-class targets: rank ``i`` of ``targets`` to the ``i``-th largest of ``sizes`` (ties: lower index first)."""
+    order = sorted(range(len(sizes)), key=lambda c: (-sizes[c], c))
+    out = [0] * len(sizes)
+    for rank, c in enumerate(order):
+        out[c] = int(targets[rank])
+    return out
 
 
 def val_count(n: int, val_ratio: float) -> int:

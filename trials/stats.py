@@ -114,8 +114,12 @@ class DatasetStats:
 
 
 def dataset_stats(path: str | os.PathLike[str]) -> DatasetStats:
-    """Statistics of the image folder at ``path`` (either layout; headers only)."""
+    """Statistics of the image folder at ``path`` (either layout; headers only). A class without images
+    counts 0; a folder without any readable image is a DataError."""
     scan = scan_images(path)
+    if not scan.images:
+        raise DataError(f"no readable image under {scan.root} ({len(scan.skipped)} files skipped)",
+                        "expected PATH/<class>/<image> files (jpg, png, …)")
     k = len(scan.classes)
     labels = np.array([im.label for im in scan.images], dtype=np.int64)
     split_counts: dict[str, list[int]] = {}

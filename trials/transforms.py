@@ -75,11 +75,11 @@ def load_square(path: str | Path, size: int) -> np.ndarray:
         return square_pixels(img, size)
 
 
-def normalize(x: torch.Tensor) -> torch.Tensor:
+def normalize(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """Float pixels in 0..255 ``(B, 3, H, W)`` → normalized with :data:`MEAN` / :data:`STD`."""
     std = torch.tensor(STD, dtype=x.dtype).view(1, 3, 1, 1) * 255.0
     mean = torch.tensor(MEAN, dtype=x.dtype).view(1, 3, 1, 1) * 255.0
-    return (x - mean) / std
+    return x.sub_(mean).div_(std) if inplace else (x - mean) / std
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,8 @@ class EvalTransform:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-1]
         o = (size - self.resolution) // 2
-        return normalize(x[..., o:o + self.resolution, o:o + self.resolution].float())
+        crop = x[..., o:o + self.resolution, o:o + self.resolution]
+        return normalize(crop.to(torch.float32, copy=True), inplace=True)
 
 
 class TrainTransform:
@@ -157,7 +158,7 @@ class TrainTransform:
         r = self.resolution
         grid = F.affine_grid(theta, [n, 3, r, r], align_corners=False)
         out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
-        return normalize(out)
+        return normalize(out, inplace=True)
 
 
 Transform = EvalTransform | TrainTransform

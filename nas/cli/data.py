@@ -6,9 +6,8 @@ import argparse
 import warnings
 
 from nas.cli._common import add_format, emit, message
-from nas.data import eval_checkpoint, stats_outputs
-from trials.data import DataWarning, load_data
-from trials.stats import SMALL_SIDE
+
+# torch, torchvision and the trials package are imported inside the commands: `nas arch …` stays fast.
 
 PER_CLASS_COLUMNS = ["class", "name", "count", "correct", "acc"]
 
@@ -81,6 +80,9 @@ def _add_data_options(p: argparse.ArgumentParser, defaults_from_checkpoint: bool
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    from nas.data import stats_outputs
+    from trials.stats import SMALL_SIDE
+
     stats, files = stats_outputs(args.path, args.out_dir)
     summary = stats.summary()
     if args.format == "json":
@@ -105,6 +107,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_split(args: argparse.Namespace) -> int:
+    from trials.data import DataWarning, load_data
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)  # the report below lists skipped files
         bundle = load_data(args.path, args.resolution, val_ratio=args.val_ratio, long_tail=args.long_tail,
@@ -121,6 +125,9 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from nas.data import eval_checkpoint
+    from trials.data import DataWarning
+
     splits = ["val", "train"] if args.split == "both" else [args.split]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)
@@ -136,7 +143,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             message(line)
         for split, res in run.results.items():
             emit(res.per_class, "table", columns=PER_CLASS_COLUMNS,
-                 title=f"{split}: per-class accuracy, ascending ({res.images} images)",
+                 title=f"{split}: per-class accuracy ({res.images} images)",
                  extra={"top-1": f"{res.top1:.2%}", "balanced accuracy": f"{res.balanced_acc:.2%}"})
     for name, path in run.files.items():
         message(f"wrote {name}: {path}")
