@@ -110,14 +110,17 @@ class EvalRun:
 
 
 def checkpoint_data_settings(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
-    """Data settings recorded in a checkpoint: its ``data`` entry (path, val_ratio, long_tail, seed,
-    max_per_class) when the trainer stored one, else the training seed from its config."""
+    """Data settings recorded in a checkpoint's ``data`` entry (``trials.train`` stores the data report
+    updated with path, val_ratio, long_tail, seed, max_per_class); the seed falls back to the config's."""
     from trials.checkpoint import load_checkpoint
 
     state = load_checkpoint(checkpoint)
     recorded = state.get("data") if isinstance(state.get("data"), dict) else {}
-    settings = {k: recorded[k] for k in ("path", "val_ratio", "long_tail", "seed", "max_per_class") if k in recorded}
-    if "path" not in settings and "source" in recorded and not str(recorded["source"]).startswith("embedded:"):
+    settings = {k: recorded[k] for k in ("val_ratio", "long_tail", "seed", "max_per_class")
+                if recorded.get(k) is not None}  # None: not recorded, or not used (val_ratio of train/val folders)
+    if "path" in recorded:
+        settings["path"] = recorded["path"]
+    elif recorded.get("source") and not str(recorded["source"]).startswith("embedded:"):
         settings["path"] = recorded["source"]
     settings.setdefault("seed", dict(state.get("config") or {}).get("seed", 0))
     return settings

@@ -111,3 +111,24 @@ def test_eval_refuses_other_data_and_missing_checkpoints(
     assert "10 classes" in capsys.readouterr().err
     assert main(["eval", "--checkpoint", str(tmp_path / "none.pt")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_eval_reloads_the_data_the_checkpoint_records(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import warnings
+
+    from nas.data import checkpoint_data_settings
+    from trials.data import DataWarning, load_data
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        report = load_data(folder, 32, val_ratio=0.25, seed=3).report.to_dict()
+    spec = TINY.replace(num_classes=2)
+    path = tmp_path / "best.pt"
+    save_checkpoint(path, {"spec": spec.to_dict(), "config": TrainConfig(seed=7).to_dict(), "classes": ["ant", "bee"],
+                           "model": build_model(spec).state_dict(), "data": {**report, "long_tail": None}})
+    assert checkpoint_data_settings(path) == {"val_ratio": 0.25, "path": str(folder), "seed": 7}
+    assert main(["eval", "--checkpoint", str(path), "-f", "json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["data"]["source"] == str(folder) and body["val"]["images"] == 3 + 3  # ant: floor(0.25·12); bee: both
