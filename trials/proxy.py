@@ -108,7 +108,7 @@ class _Subset:
     resolution: int
 
 
-_CACHE: dict[tuple[Any, ...], tuple[weakref.ref, _Subset]] = {}
+_CACHE: dict[tuple[Any, ...], tuple[weakref.ref, weakref.ref, _Subset]] = {}
 
 
 def _pick(labels: list[int], cap: int | None, num_classes: int, seed: int) -> np.ndarray:
@@ -148,33 +148,43 @@ def _materialize(dataset: Dataset, indices: np.ndarray, resolution: int) -> Tens
     return TensorDataset(resize(images, resolution).contiguous(), labels)
 
 
+def plain_train_set(data: Any) -> Dataset:
+    """The training images without random augmentation (``train_eval`` of a DataBundle), else ``train``."""
+    return getattr(data, "train_eval", None) or data.train
+
+
 def proxy_data(data: Any, config: ProxyConfig) -> _Subset:
-    """The capped, resized, in-memory subset of ``data`` that :func:`proxy_accuracy` trains on (cached)."""
-    key = (id(data), config.resolution, config.max_per_class, config.val_per_class, config.seed)
+    """The capped, resized, in-memory subset of ``data`` that :func:`proxy_accuracy` trains on (cached).
+
+    Training images come without random augmentation (the evaluation crop), so the subset — and with
+    it the proxy score — is a function of the data, the budget and the seed only.
+    """
+    train_set = plain_train_set(data)
+    key = (id(train_set), id(data.val), config.resolution, config.max_per_class, config.val_per_class, config.seed)
     hit = _CACHE.get(key)
-    if hit is not None and hit[0]() is data:
-        return hit[1]
+    if hit is not None and hit[0]() is train_set and hit[1]() is data.val:
+        return hit[2]
     n = len(data.classes)
-    train_labels, val_labels = dataset_labels(data.train), dataset_labels(data.val)
+    train_labels, val_labels = dataset_labels(train_set), dataset_labels(data.val)
     tr = _pick(train_labels, config.max_per_class, n, config.seed)
     va = _pick(val_labels, config.val_per_class, n, config.seed + 1)
     if len(tr) < 2 or len(va) < 1:
         raise TrainError(f"the proxy subset has {len(tr)} training and {len(va)} validation images",
                          "give data with more images per class")
     subset = _Subset(
-        train=_materialize(data.train, tr, config.resolution),
+        train=_materialize(train_set, tr, config.resolution),
         val=_materialize(data.val, va, config.resolution),
         classes=list(data.classes),
         train_counts=np.bincount(np.asarray(train_labels)[tr], minlength=n).tolist(),
         resolution=config.resolution,
     )
     try:
-        ref = weakref.ref(data)
-    except TypeError:  # objects without weakref support are cached only for this call
+        refs = (weakref.ref(train_set), weakref.ref(data.val))
+    except TypeError:  # datasets without weakref support are not cached
         return subset
-    for stale in [k for k, (r, _) in _CACHE.items() if r() is None]:
+    for stale in [k for k, (a, b, _) in _CACHE.items() if a() is None or b() is None]:
         del _CACHE[stale]
-    _CACHE[key] = (ref, subset)
+    _CACHE[key] = (*refs, subset)
     return subset
 
 

@@ -10,10 +10,10 @@
   |θ| before the pass and add the logs back, so ``log_synflow`` (natural log) never overflows.
   ``synflow`` is ``exp(log_synflow)`` in float64 (``inf`` only beyond 1.8e308).
 - ``naswot`` (Mellor et al. 2021, "Neural Architecture Search without Training"): for one batch of N
-  training images, the binary code ``c_i`` of image i is the on/off pattern of every ReLU unit of the
-  train-form network (train mode, as in the paper's code); ``K_H[i, j] = N_A - d_H(c_i, c_j)`` =
-  ``c_i·c_j + (1-c_i)·(1-c_j)``; ``naswot = log|det K_H|`` (``-inf`` if K_H is singular, e.g. duplicate
-  images). Averaged over ``n_batches``.
+  training images (a seeded choice, without random augmentation), the binary code ``c_i`` of image i
+  is the on/off pattern of every ReLU unit of the train-form network (train mode, as in the paper's
+  code); ``K_H[i, j] = N_A - d_H(c_i, c_j) = c_i·c_j + (1-c_i)·(1-c_j)``; ``naswot = log|det K_H|``
+  (``-inf`` if K_H is singular, e.g. duplicate images). Averaged over ``n_batches``.
 - ``grad_norm`` (Abdelfattah et al. 2021): Σ over conv and linear weights of ``‖∂CE/∂θ‖₂`` on the same
   batch, averaged over batches.
 """
@@ -32,7 +32,7 @@ from search_space.model import build_model, reparameterize
 from search_space.spec import ArchSpec
 from trials.distributed import torch_threads
 from trials.errors import TrainError
-from trials.proxy import embedded_data, fetch_items, resize
+from trials.proxy import embedded_data, fetch_items, plain_train_set, resize
 
 
 def _weights(model: nn.Module) -> list[nn.Module]:
@@ -96,14 +96,15 @@ def grad_norm_score(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
 
 
 def _batches(data: Any, n_batches: int, batch_size: int, resolution: int, seed: int) -> list[tuple]:
-    n = len(data.train)
+    images_set = plain_train_set(data)  # no random augmentation: the scores are deterministic
+    n = len(images_set)
     if n < 2:
         raise TrainError(f"zero-cost scores need at least 2 training images, got {n}")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     out = []
     for b in range(n_batches):
         idx = order[b * batch_size : (b + 1) * batch_size] or order[:batch_size]
-        images, labels = fetch_items(data.train, idx)
+        images, labels = fetch_items(images_set, idx)
         out.append((resize(images, resolution), labels))
     return out
 

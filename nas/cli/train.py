@@ -1,9 +1,128 @@
-"""``nas train``: registered by the CLI; its subcommands are added here."""
+"""``nas train``: train one architecture on a data folder (or the embedded digits), with checkpoints."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+from typing import Any
+
+from nas.cli._common import add_format, emit, message, progress
+
+LOSSES = ("ce", "eqlv2", "balanced_softmax", "logit_adjust")  # = trials.losses.LOSSES; `nas --help` stays torch-free
+
+EPILOG = """examples:
+  nas train --arch repvgg_d1-1-1-1_w0.25-0.25-0.25-0.25_r32 --out runs/digits --epochs 10
+                                          the embedded long-tailed digits, a tiny spec, ~10 s on a CPU
+  nas train --arch A0 --resolution 112 --data ~/data/caltech101 --out runs/a0 --loss balanced_softmax \\
+            --sampler none --augment --epochs 120 --lr 0.1 --batch-size 64
+  nas train --out runs/a0 --resume --epochs 240       continue (and extend) an interrupted run
+  torchrun --nproc_per_node 4 -m nas train --arch A0 --resolution 112 --data DIR --out runs/a0-ddp
+                                          data-parallel on 4 GPUs (gloo on CPU); --batch-size is per process
+
+Presets default to 224 px and 1000 classes: the class count always follows the data, the resolution
+follows --resolution. Writes OUT/last.pt (every epoch), OUT/best.pt (best val balanced accuracy) and
+OUT/metrics.json; every file is written atomically.
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this module's subcommands (none yet)."""
+    """Add ``nas train``."""
+    p = sub.add_parser("train", help="train an architecture (checkpoints, exact resume, DDP under torchrun)",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", metavar="SPEC|PRESET",
+                   help="a preset (A0, N3, …) or a spec string; optional with --resume (the checkpoint's)")
+    p.add_argument("--data", metavar="PATH",
+                   help="ImageFolder data: PATH/<class>/* or PATH/train|val/<class>/* (default: embedded digits)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for last.pt, best.pt and metrics.json")
+    p.add_argument("--resume", action="store_true",
+                   help="continue OUT/last.pt; options not given come from it (only --epochs, --max-steps, "
+                        "--workers and --device may change)")
+    g = p.add_argument_group("architecture and data")
+    g.add_argument("--resolution", type=int, help="input size in px (presets: 224; the seed used 112; >= 32)")
+    g.add_argument("--classes-from-data", action="store_true",
+                   help="let a spec string with its own class count (_cN) take the data's count instead")
+    g.add_argument("--long-tail", metavar="PROFILE",
+                   help="make the training split long-tailed: exp:IF (e.g. exp:100) or seed; digits: exp:10")
+    g.add_argument("--augment", action="store_true", default=None,
+                   help="add RandAugment to the random crop/flip (for long runs on real data)")
+    g.add_argument("--val-ratio", type=float, help="share of each class held out when the folder has no val/ (0.1)")
+    g.add_argument("--max-per-class", type=int, metavar="N", help="at most N images per class (quick checks)")
+    o = p.add_argument_group("optimization (defaults: trials.train.TrainConfig)")
+    o.add_argument("--epochs", type=int, help="passes over the training split (default 30)")
+    o.add_argument("--batch-size", type=int, help="images per step and process (default 32)")
+    o.add_argument("--lr", type=float, help="base learning rate, used as given (default 0.05)")
+    o.add_argument("--lr-scaling", choices=["none", "linear"],
+                   help="linear: lr × global batch / 256, as the official RepVGG scripts silently did (default none)")
+    o.add_argument("--warmup-epochs", type=float, help="linear warm-up before the cosine decay (default 1)")
+    o.add_argument("--weight-decay", type=float, help="on conv/linear weights only; BN and biases get none (4e-5)")
+    o.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum")
+    o.add_argument("--loss", metavar="{" + ",".join(LOSSES) + "}",
+                   help="ce; eqlv2, balanced_softmax or logit_adjust for long-tailed data (default ce)")
+    o.add_argument("--label-smoothing", type=float, help="for the softmax losses (default 0.1)")
+    o.add_argument("--sampler", choices=["none", "class_balanced"],
+                   help="class_balanced: every class equally often (with replacement) (default none)")
+    o.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (quick checks)")
+    o.add_argument("--seed", type=int, help="seeds the split, initialization, batch order and augmentation (0)")
+    r = p.add_argument_group("runtime")
+    r.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    r.add_argument("--amp", action="store_true", default=None, help="float16 mixed precision (CUDA only)")
+    r.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory format (often faster)")
+    r.add_argument("--workers", type=int, help="data-loader processes (default 0: load in the training process)")
+    r.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    add_format(p)
+    p.set_defaults(func=cmd_train)
+
+
+def _config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "lr_scaling": args.lr_scaling,
+        "warmup_epochs": args.warmup_epochs, "weight_decay": args.weight_decay, "nesterov": args.nesterov,
+        "loss": args.loss, "label_smoothing": args.label_smoothing, "sampler": args.sampler,
+        "max_steps": args.max_steps, "seed": args.seed, "device": args.device, "amp": args.amp,
+        "channels_last": args.channels_last, "num_workers": args.workers,
+    }
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from nas.train import HISTORY_COLUMNS, run_training
+
+    main = int(os.environ.get("RANK", "0")) == 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    say = message if main else (lambda _text: None)
+    with contextlib.ExitStack() as stack:
+        bar: dict[str, Any] = {}
+
+        def on_progress(event: dict[str, Any]) -> None:
+            kind = event["event"]
+            if kind == "start":
+                say(f"training on {event['device']} × {event['world_size']}: effective lr {event['effective_lr']:g}, "
+                    f"{event['total_steps']} steps, from step {event['step']}")
+                bar["advance"] = stack.enter_context(progress("training", event["total_steps"] - event["step"]))
+            elif kind == "step":
+                bar["advance"](1, description=f"epoch {event['epoch']}/{event['epochs']}  loss {event['loss']:.3f}  "
+                                              f"{event['images_per_s']:.0f} img/s")
+            elif kind == "epoch":
+                say(f"epoch {event['epoch']}/{event['epochs']}: loss {event['train_loss']:.4f}, val top-1 "
+                    f"{event['val_top1']:.2%}, balanced {event['val_balanced_acc']:.2%}, "
+                    f"{event['images_per_s']:.0f} img/s")
+
+        data = {"path": args.data, "val_ratio": args.val_ratio, "long_tail": args.long_tail,
+                "augment": args.augment, "max_per_class": args.max_per_class}
+        run = run_training(args.arch, args.out, data=data, resolution=args.resolution,
+                           classes_from_data=args.classes_from_data, config=_config_overrides(args),
+                           resume=args.resume, on_progress=on_progress, on_note=say)
+    if not main:
+        return 0
+    summary = run.summary()
+    if args.format == "table":
+        keep = ["spec", "top1", "balanced_acc", "best_epoch", "best_balanced_acc", "epochs", "steps",
+                "effective_lr", "images_per_s", "wall_s", "checkpoint_best"]
+        emit(run.result.history, "table", columns=HISTORY_COLUMNS, title=f"training {run.spec}",
+             extra={k: summary[k] for k in keep})
+    else:
+        emit(run.result.history, args.format, columns=HISTORY_COLUMNS, extra=summary)
+    return 0
