@@ -122,5 +122,6 @@ def test_quantize_errors_leave_no_file(exported, tmp_path):
 
 def test_quantize_splits_batches_to_the_static_batch(exported, tmp_path):
     _, fp32, x = exported
-    out = quantize_int8(fp32, tmp_path / "q.onnx", [x[:4], x[4]], per_channel=True, reduce_range=False)
+    out = quantize_int8(fp32, tmp_path / "q.onnx", [x[:4], x[4]], per_channel=True, reduce_range=False,
+                        preprocess=True)
     assert np.isfinite(_run(out, x[:2])).all()
