@@ -88,5 +88,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
              title=f"host latency, batch 1 — appended to {args.out}")
     loaded = sum(int(r["loaded"]) for r in rows)
     if loaded:
-        message(f"[yellow]{loaded} session(s) stayed loaded after retries: those labels may be high[/]")
+        why = ("the cpu clock is not inflated by descheduling, cache sharing may still add a little"
+               if args.clock == "cpu" else "those labels may be high: rerun on a quiet machine or use --clock cpu")
+        message(f"[yellow]{loaded} session(s) stayed loaded after retries — {why}[/]")
     return 0
