@@ -1,9 +1,243 @@
-"""``nas search``: registered by the CLI; its subcommands are added here."""
+"""``nas search``, ``nas pareto``, ``nas dashboard``: the Optuna search, its front, and optuna-dashboard."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Any
+
+import optuna
+from rich.markup import escape
+
+from nas.cli._common import add_format, emit, message, progress
+from nas.objectives import Limits, SearchError
+from nas.pareto import PICKS, Front, pareto_front, pick
+from nas.search import DEFAULT_DEVICE, Search, SearchConfig
+from nas.space import space_from_options
+from nas.storage import DEFAULT_STORAGE, HEARTBEAT_INTERVAL, MAX_RETRY, load_study, mask_url, open_storage
+from nas.study import SAMPLERS
+
+SEARCH_EPILOG = """examples:
+  nas search --objective acc,latency --device T4 --trials 20      the main job on the embedded digits
+  nas search -o latency:T4,latency:RV1126,memory --classes 89 --trials 200 --sampler nsga2
+  nas search -o acc,latency --max-latency T4=0.6 --max-memory 2048 --enqueue N1,N3
+  nas search --space examples/space.toml --storage postgresql://user@db-host:5432/nas --study run1
+             (start the same command on several machines: they share the study)
+
+--trials N is the total: the same command resumes an interrupted study and stops at N complete trials.
+"""
+PARETO_EPILOG = """examples:
+  nas pareto                                   the front of the only study in sqlite:///nas.db
+  nas pareto --study acc-latency_T4 -f json    every attribute of every front trial
+  nas pareto --plot front.png --pick knee
+  nas pareto --pick best-acc-under --under T4=0.5
+"""
+
+
+def _add_limits(p: argparse.ArgumentParser, search: bool) -> None:
+    verb = "constraint (trials over it are infeasible, never trained)" if search else "filter the front"
+    p.add_argument("--max-latency", action="append", default=[], metavar="DEVICE=MS",
+                   help=f"predicted latency limit on a device; repeatable; {verb}")
+    p.add_argument("--max-memory", metavar="KIB", help=f"peak on-chip memory limit in KiB; {verb}")
+    p.add_argument("--max-params", metavar="N", help=f"parameter limit (5M = 5e6); {verb}")
+    p.add_argument("--max-macs", metavar="N", help=f"MAC limit (300M = 3e8); {verb}")
+
+
+def _add_storage(p: argparse.ArgumentParser, study_help: str) -> None:
+    p.add_argument("--storage", default=DEFAULT_STORAGE,
+                   help="Optuna storage URL: sqlite:///FILE for one machine, postgresql://user@host/db for "
+                        f"many, :memory: for a throw-away run (default {DEFAULT_STORAGE})")
+    p.add_argument("--study", help=study_help)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this module's subcommands (none yet)."""
+    """Add ``nas search``, ``nas pareto`` and ``nas dashboard``."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("search", help="multi-objective architecture search (Optuna)", epilog=SEARCH_EPILOG,
+                       formatter_class=fmt)
+    p.add_argument("-o", "--objective", default="acc,latency",
+                   help="comma-separated: acc, bacc (maximized: the accuracy proxy), latency[:DEVICE], macs, "
+                        "params, memory (minimized); default acc,latency")
+    p.add_argument("--device", help=f"device of a bare 'latency' (default {DEFAULT_DEVICE}); when given, "
+                                    "the model must also fit that chip")
+    _add_limits(p, search=True)
+    g = p.add_argument_group("search space (a TOML file, then these flags override it)")
+    g.add_argument("--space", metavar="FILE", help="space file (see examples/space.toml)")
+    g.add_argument("--depths", help='depth range per stage, e.g. "1-2,1-4,1-8,1"')
+    g.add_argument("--widths", help='width choices per stage, e.g. "0.25/0.5,0.5/1,0.5/1,1/2.5"')
+    g.add_argument("--blocks", help="block types, e.g. repvgg,qarepvgg")
+    g.add_argument("--groups", help="group patterns, e.g. 1,2")
+    g.add_argument("--resolution", help="input resolutions in px, e.g. 32,48")
+    p.add_argument("--data", help="image folder or dataset for the accuracy proxy (default: embedded digits)")
+    p.add_argument("--classes", type=int, help="class count when no data is used (cost-only objectives)")
+    p.add_argument("--hardware", action="append", default=[], metavar="CSV",
+                   help="extra measured hardware table for the latency predictors; repeatable")
+    p.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="Optuna sampler (default tpe)")
+    p.add_argument("--seed", type=int, help="sampler seed, for a reproducible single-worker run")
+    p.add_argument("--enqueue", help="presets to evaluate first as reference points, e.g. A0,N1,N3")
+    p.add_argument("--trials", type=int, default=20, help="complete trials the study should have in total")
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    _add_storage(p, "study name (default: the objectives, e.g. acc-latency_T4)")
+    p.add_argument("--heartbeat", type=int, default=HEARTBEAT_INTERVAL,
+                   help="seconds between a running trial's heartbeats (RDB storages)")
+    p.add_argument("--grace", type=int, help="seconds without heartbeat before a trial counts as dead "
+                                             "(default 3 heartbeats); it is then retried")
+    p.add_argument("--max-retry", type=int, default=MAX_RETRY, help="retries of a dead worker's trial")
+    p.add_argument("--zero-cost", action="store_true", help="also record zero-cost scores of each trained trial")
+    add_format(p)
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("pareto", help="the Pareto front of a study: table, JSON/CSV, plot, pick one",
+                       epilog=PARETO_EPILOG, formatter_class=fmt)
+    _add_storage(p, "study name (default: the storage's only study)")
+    _add_limits(p, search=False)
+    p.add_argument("--min-acc", help="keep trials with accuracy at least this (0.8 or 80%%)")
+    p.add_argument("--plot", metavar="FILE", help="write the front as FILE.png (matplotlib) or FILE.html (plotly)")
+    p.add_argument("--pick", choices=PICKS, help="knee: the balanced point; best-acc-under: best accuracy "
+                                                 "within --under/--max-* limits")
+    p.add_argument("--under", action="append", default=[], metavar="DEVICE=MS",
+                   help="latency limit for --pick best-acc-under; repeatable")
+    add_format(p)
+    p.set_defaults(func=cmd_pareto)
+
+    p = sub.add_parser("dashboard", help="open optuna-dashboard on a study storage",
+                       epilog="examples:\n  nas dashboard\n  nas dashboard --storage sqlite:///runs/nas.db --port 8081",
+                       formatter_class=fmt)
+    p.add_argument("--storage", default=DEFAULT_STORAGE, help=f"storage URL (default {DEFAULT_STORAGE})")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 exposes it to the network)")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on")
+    p.set_defaults(func=cmd_dashboard)
+
+
+def _limits(args: argparse.Namespace, min_acc: bool = False) -> Limits:
+    return Limits.parse(args.max_latency, args.max_memory, args.max_params, args.max_macs,
+                        args.min_acc if min_acc else None)
+
+
+def search_config(args: argparse.Namespace) -> SearchConfig:
+    """The :class:`SearchConfig` of parsed ``nas search`` arguments."""
+    if args.trials < 1:
+        raise SearchError(f"--trials must be at least 1, got {args.trials}")
+    space = space_from_options(args.space, args.depths, args.widths, args.blocks, args.groups, args.resolution)
+    return SearchConfig(
+        objectives=args.objective, device=args.device, limits=_limits(args), space=space,
+        sampler=args.sampler, seed=args.seed, trials=args.trials, timeout=args.timeout,
+        storage=args.storage, study=args.study,
+        enqueue=[e.strip() for e in (args.enqueue or "").split(",") if e.strip()],
+        data=args.data, num_classes=args.classes, hardware=args.hardware, zero_cost=args.zero_cost,
+        heartbeat_interval=args.heartbeat, grace_period=args.grace, max_retry=args.max_retry,
+    )
+
+
+def _front_columns(front: Front) -> list[str]:
+    cols = ["number", *front.metric_names]
+    extra = ("acc", "bacc", "macs", "params", "memory_kib")
+    cols += [c for c in extra if c not in cols and any(c in r for r in front.rows)]
+    return [*cols, "preset", "spec"]
+
+
+def _front_summary(front: Front) -> str:
+    if not front.rows:
+        return "front: empty"
+    best = front.rows[0]
+    parts = [f"{n} {best[n]:.4g}" for n in front.metric_names]
+    return f"front {len(front.rows)} · e.g. {', '.join(parts)}"
+
+
+def _show_front(front: Front, fmt: str, extra: dict[str, Any]) -> None:
+    info = {"hypervolume": front.hypervolume, "reference": front.reference, **extra}
+    if fmt == "json":
+        emit(front.rows, fmt, columns=sorted({k for r in front.rows for k in r}, key=_col_order(front)),
+             extra={**info, "metric_names": front.metric_names, "directions": front.directions,
+                    "bounds": front.bounds})
+    else:
+        emit(front.rows, fmt, columns=_front_columns(front), title=f"Pareto front of {front.study_name}",
+             extra=info if fmt == "table" else None)
+
+
+def _col_order(front: Front):
+    first = _front_columns(front)
+    return lambda k: (first.index(k) if k in first else len(first), k)
+
+
+STOPPED = {"timeout": "stopped by --timeout", "space exhausted": "every spec of the space is evaluated",
+           "duplicates": "the sampler kept proposing evaluated specs; the front is probably complete"}
+
+
+def _trial_line(trial: optuna.trial.FrozenTrial, names: list[str], counts: dict[str, int], total: int) -> str:
+    detail = (", ".join(f"{n}={v:.4g}" for n, v in zip(names, trial.values)) if trial.values
+              else trial.user_attrs.get("fail_reason", ""))
+    note = trial.user_attrs.get("infeasible_reason") or (
+        f"duplicate of {trial.user_attrs['duplicate_of']}" if "duplicate_of" in trial.user_attrs else "")
+    return (f"trial {trial.number} {trial.state.name.lower()}: {detail}" + (f" [{note}]" if note else "")
+            + f" ({counts['evaluated']}/{total})")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    search = Search(search_config(args))
+    for line in search.skipped:
+        message(f"[yellow]{escape(line)}[/]")
+    c = search.counts()
+    total = search.config.trials
+    message(escape(f"study {search.study_name!r} in {mask_url(args.storage)}: {c['evaluated']}/{total} specs "
+                   f"evaluated; space {search.space.describe()}"))
+    tty = sys.stderr.isatty()
+    with progress("search", total) as advance:
+        advance(min(c["evaluated"], total))
+
+        def on_trial(trial: optuna.trial.FrozenTrial, counts: dict[str, int]) -> None:
+            if trial.state == optuna.trial.TrialState.COMPLETE and "duplicate_of" not in trial.user_attrs:
+                advance(1, f"trial {trial.number} · {_front_summary(pareto_front(search.study))}")
+            if not tty:
+                message(escape(_trial_line(trial, list(search.study.metric_names or []), counts, total)))
+
+        try:
+            summary = search.run(on_trial)
+        except KeyboardInterrupt:
+            c = search.counts()
+            message(f"[yellow]interrupted with {c['evaluated']}/{total} specs evaluated; "
+                    "run the same command to resume[/]")
+            _show_front(pareto_front(search.study), args.format, {"evaluated": c["evaluated"]})
+            return 130
+    c = search.counts()
+    message(escape(f"{summary.evaluated}/{total} specs evaluated ({c['complete'] - c['evaluated']} duplicates, "
+                   f"{c['fail']} failed; {summary.ran} trials run now)"
+                   + (f"; {STOPPED[summary.stopped]}" if summary.stopped in STOPPED else "")))
+    _show_front(pareto_front(search.study), args.format,
+                {"study": search.study_name, "storage": mask_url(args.storage), "evaluated": c["evaluated"],
+                 "duplicates": c["complete"] - c["evaluated"], "failed": c["fail"]})
+    return 0
+
+
+def cmd_pareto(args: argparse.Namespace) -> int:
+    study = load_study(args.storage, args.study)
+    front = pareto_front(study, _limits(args, min_acc=True))
+    extra: dict[str, Any] = {"study": study.study_name}
+    if args.pick:
+        under = Limits.parse(args.under or args.max_latency, args.max_memory, args.max_params, args.max_macs)
+        chosen = pick(front, args.pick, under)
+        extra["pick"] = chosen["number"] if args.format == "table" else chosen
+        if args.format == "table":
+            extra["pick_spec"] = chosen.get("spec")
+    _show_front(front, args.format, extra)
+    if args.plot:
+        from nas.pareto_plot import plot_front
+
+        message(f"wrote {plot_front(front, args.plot)}")
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    try:
+        from optuna_dashboard import run_server
+    except ImportError:
+        raise SearchError("optuna-dashboard is not installed", "pip install 'repvgg-hwnas[dashboard]'") from None
+    storage = open_storage(args.storage, heartbeat_interval=None)
+    message(f"optuna-dashboard for {mask_url(args.storage)} at http://{args.host}:{args.port} (Ctrl-C stops)")
+    try:
+        run_server(storage, host=args.host, port=args.port)
+    except OSError as exc:
+        raise SearchError(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}",
+                          "choose another --port") from None
+    return 0

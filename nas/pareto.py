@@ -1,0 +1,259 @@
+"""The Pareto front of a study: non-dominated feasible trials, hypervolume, and picking one point.
+
+Definitions (also in docs/search.md):
+
+* **Front**: the COMPLETE trials that satisfy every constraint of the study (and the extra filters
+  given here), one per spec (a ``duplicate_of`` trial repeats its original), not dominated by another
+  such trial. ``a`` dominates ``b`` when it is no worse in every objective and better in one.
+* **Hypervolume**: objectives are turned into minimization (accuracy → −accuracy), each scaled to
+  [0, 1] by ``bounds`` (by default the min and max over the candidate trials, i.e. the complete
+  feasible filtered ones), and the volume dominated by the front up to the reference point
+  (1.1, …, 1.1) is computed exactly. The best possible value is 1.1^k (k objectives).
+* **Knee**: on the front scaled by its own ranges, the point farthest from the line between the two
+  extremes, on the side of the utopia point (2 objectives); with 3+ objectives, or when no point
+  bulges toward utopia, the point closest to the utopia point (0, …, 0).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from nas.objectives import Limits, SearchError
+from search_space import ArchSpec, preset_name
+from search_space.errors import SpecError
+
+REFERENCE = 1.1
+PICKS = ("knee", "best-acc-under")
+
+
+# -- geometry (minimization everywhere) -----------------------------------------------------------
+def non_dominated(points: np.ndarray) -> np.ndarray:
+    """Boolean mask of the rows of ``points`` (n × k, minimized) that no other row dominates."""
+    pts = np.asarray(points, dtype=float)
+    n = len(pts)
+    mask = np.ones(n, dtype=bool)
+    for i in range(n):
+        no_worse = np.all(pts <= pts[i], axis=1)
+        better = np.any(pts < pts[i], axis=1)
+        if np.any(no_worse & better):
+            mask[i] = False
+    return mask
+
+
+def to_minimization(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+    """Negate the maximized columns, so that smaller is better in every column."""
+    sign = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
+    return np.asarray(values, dtype=float) * sign
+
+
+def normalize(points: np.ndarray, bounds: Sequence[tuple[float, float]]) -> np.ndarray:
+    """Scale each minimized column from ``(lo, hi)`` to [0, 1] (a zero span maps to 0)."""
+    lo = np.array([b[0] for b in bounds], dtype=float)
+    span = np.array([b[1] - b[0] for b in bounds], dtype=float)
+    span[span <= 0] = 1.0
+    return (np.asarray(points, dtype=float) - lo) / span
+
+
+def hypervolume(points: np.ndarray, reference: Sequence[float]) -> float:
+    """Exact volume dominated by ``points`` (minimized) and bounded by ``reference``.
+
+    Points not strictly better than the reference in every objective add nothing. Slices the last
+    objective recursively (exact; fine for the fronts of a search: hundreds of points, ≤ 5 objectives).
+    """
+    ref = np.asarray(reference, dtype=float)
+    pts = np.asarray(points, dtype=float).reshape(-1, len(ref))
+    pts = pts[np.all(pts < ref, axis=1)]
+    if len(pts) == 0:
+        return 0.0
+    return _hv(pts[non_dominated(pts)], ref)
+
+
+def _hv(pts: np.ndarray, ref: np.ndarray) -> float:
+    k = pts.shape[1]
+    if k == 1:
+        return float(ref[0] - pts[:, 0].min())
+    if k == 2:
+        order = np.lexsort((pts[:, 1], pts[:, 0]))
+        volume, best_y = 0.0, ref[1]
+        for x, y in pts[order]:
+            if y < best_y:
+                volume += (ref[0] - x) * (best_y - y)
+                best_y = y
+        return float(volume)
+    order = np.argsort(pts[:, -1], kind="stable")
+    pts = pts[order]
+    volume = 0.0
+    for i in range(len(pts)):
+        top = pts[i + 1, -1] if i + 1 < len(pts) else ref[-1]
+        depth = top - pts[i, -1]
+        if depth > 0:
+            head = pts[: i + 1, :-1]
+            volume += depth * _hv(head[non_dominated(head)], ref[:-1])
+    return float(volume)
+
+
+def knee_index(points: np.ndarray) -> int:
+    """Index of the knee of a front (minimized, any scale): see the module docstring."""
+    pts = np.asarray(points, dtype=float)
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    span = np.where(hi - lo > 0, hi - lo, 1.0)
+    z = (pts - lo) / span
+    if z.shape[1] == 2 and len(z) >= 3:
+        a = z[np.lexsort((z[:, 1], z[:, 0]))[0]]  # best in objective 1
+        b = z[np.lexsort((z[:, 0], z[:, 1]))[0]]  # best in objective 2
+        d = b - a
+        norm = math.hypot(*d)
+        if norm > 0:
+            # Signed distance from the line a→b; positive on the utopia (origin) side.
+            side = np.sign(d[0] * (0 - a[1]) - d[1] * (0 - a[0])) or 1.0
+            dist = side * (d[0] * (z[:, 1] - a[1]) - d[1] * (z[:, 0] - a[0])) / norm
+            if dist.max() > 1e-12:
+                return int(np.argmax(dist))
+    return int(np.argmin(np.linalg.norm(z, axis=1)))
+
+
+# -- study → rows ----------------------------------------------------------------------------------
+def trial_row(trial: FrozenTrial, metric_names: Sequence[str]) -> dict[str, Any]:
+    """A flat dict for people and tools: number, objective values by name, spec, preset, every attribute."""
+    row: dict[str, Any] = {"number": trial.number, "state": trial.state.name}
+    for name, value in zip(metric_names, trial.values or []):
+        row[name] = value
+    attrs = dict(trial.user_attrs)
+    spec = attrs.get("spec")
+    preset = attrs.get("preset")
+    if spec and not preset:
+        try:
+            preset = preset_name(ArchSpec.parse(spec))
+        except SpecError:
+            preset = None
+    row["preset"] = preset
+    row["feasible"] = all(v <= 0 for v in trial.constraints.values())
+    for key, value in attrs.items():
+        row.setdefault(key, value)
+    row["constraints"] = dict(trial.constraints)
+    return row
+
+
+def metric_names(study: optuna.Study) -> list[str]:
+    """The study's metric names (``values_0``… for a study not created by nas search)."""
+    names = study.metric_names
+    return list(names) if names else [f"values_{i}" for i in range(len(study.directions))]
+
+
+@dataclass
+class Front:
+    """The front of a study and what it was computed from."""
+
+    study_name: str
+    metric_names: list[str]
+    directions: list[str]
+    rows: list[dict[str, Any]]
+    dominated: list[dict[str, Any]] = field(default_factory=list)
+    excluded: list[dict[str, Any]] = field(default_factory=list)
+    bounds: list[tuple[float, float]] = field(default_factory=list)
+    hypervolume: float = 0.0
+    reference: list[float] = field(default_factory=list)
+
+    def points(self, rows: Sequence[dict[str, Any]] | None = None) -> np.ndarray:
+        """Objective values of ``rows`` (default: the front) as a minimized array."""
+        rows = self.rows if rows is None else rows
+        k = len(self.metric_names)
+        vals = np.array([[r[n] for n in self.metric_names] for r in rows], dtype=float).reshape(-1, k)
+        return to_minimization(vals, self.directions)
+
+
+def _attr_key(rows: Sequence[dict[str, Any]], metric: str, device: str) -> str:
+    wanted = f"{metric}_{device}".lower()
+    keys = {k for r in rows for k in r if k.startswith(f"{metric}_") and not k.endswith(("_low", "_high"))}
+    for k in keys:
+        if k.lower() == wanted:
+            return k
+    known = sorted(k.removeprefix(f"{metric}_") for k in keys)
+    raise SearchError(f"the study has no predicted {metric} for device {device!r}",
+                      f"devices in the study: {', '.join(known) or 'none'}")
+
+
+def limit_filter(rows: Sequence[dict[str, Any]], limits: Limits | None) -> list[tuple[str, str, float]]:
+    """``(attribute, op, value)`` checks of ``limits`` against the rows' attributes (device names resolved)."""
+    if limits is None:
+        return []
+    checks = [(_attr_key(rows, "latency", d), "<=", v) for d, v in limits.max_latency]
+    for attr, value in (("memory_kib", limits.max_memory_kib), ("params", limits.max_params),
+                        ("macs", limits.max_macs)):
+        if value is not None:
+            checks.append((attr, "<=", value))
+    if limits.min_acc is not None:
+        if rows and not any("acc" in r for r in rows):
+            raise SearchError("--min-acc needs a study with accuracy (objective acc)")
+        checks.append(("acc", ">=", limits.min_acc))
+    return checks
+
+
+def _passes(row: dict[str, Any], checks: Sequence[tuple[str, str, float]]) -> bool:
+    for attr, op, value in checks:
+        v = row.get(attr)
+        if v is None or not math.isfinite(float(v)):
+            return False
+        if (op == "<=" and float(v) > value) or (op == ">=" and float(v) < value):
+            return False
+    return True
+
+
+def pareto_front(study: optuna.Study, limits: Limits | None = None,
+                 bounds: Sequence[tuple[float, float]] | None = None) -> Front:
+    """The front of ``study`` under its constraints and ``limits``; see the module docstring."""
+    names = metric_names(study)
+    directions = [d.name.lower() for d in study.directions]
+    complete = [trial_row(t, names) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    checks = limit_filter(complete, limits)
+    candidates, excluded, seen = [], [], set()
+    for row in sorted(complete, key=lambda r: r["number"]):
+        key = row.get("spec_hash") or row["number"]
+        if not row["feasible"] or not _passes(row, checks) or key in seen:
+            excluded.append(row)
+            continue
+        seen.add(key)
+        candidates.append(row)
+    front = Front(study.study_name, names, directions, [], reference=[REFERENCE] * len(names))
+    front.excluded = excluded
+    if not candidates:
+        return front
+    pts = front.points(candidates)
+    mask = non_dominated(pts)
+    order = sorted(range(len(candidates)), key=lambda i: tuple(pts[i]))  # best first in the first objective
+    front.rows = [candidates[i] for i in order if mask[i]]
+    front.dominated = [r for r, m in zip(candidates, mask) if not m]
+    front.bounds = list(bounds) if bounds is not None else [(float(a), float(b)) for a, b in
+                                                             zip(pts.min(axis=0), pts.max(axis=0))]
+    front.hypervolume = hypervolume(normalize(front.points(), front.bounds), front.reference)
+    return front
+
+
+def pick(front: Front, how: str = "knee", under: Limits | None = None) -> dict[str, Any]:
+    """One row: ``knee`` of the front, or ``best-acc-under`` (best accuracy among the feasible trials
+    that satisfy ``under``; it may be dominated in objectives the limits do not mention)."""
+    if how not in PICKS:
+        raise SearchError(f"unknown pick {how!r}", f"choose from {', '.join(PICKS)}")
+    if not front.rows:
+        raise SearchError(f"study {front.study_name!r} has no feasible complete trial to pick from",
+                          "run more trials or relax the limits")
+    if how == "knee":
+        return front.rows[knee_index(front.points())]
+    rows = front.rows + front.dominated
+    metric = "acc" if "acc" in front.metric_names or any("acc" in r for r in rows) else "bacc"
+    if not any(metric in r for r in rows):
+        raise SearchError("best-acc-under needs a study with an accuracy objective (acc or bacc)")
+    if under is None or not (under.max_latency or under.max_memory_kib or under.max_params or under.max_macs):
+        raise SearchError("best-acc-under needs a limit", "e.g. --under T4=0.6 or --max-memory 2048")
+    checks = limit_filter(rows, under)
+    ok = [r for r in rows if _passes(r, checks) and metric in r]
+    if not ok:
+        raise SearchError("no feasible trial satisfies the --under limits", "relax them or run more trials")
+    return max(ok, key=lambda r: (r[metric], -r["number"]))
