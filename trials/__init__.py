@@ -4,10 +4,12 @@
 # measurement work: ONNX export, int8 quantization, on-host latency (latency, onnx_export)
 # training work: training loop, losses, checkpoints, proxy accuracy, zero-cost scores (checkpoint, losses,
 #   proxy, train, zero_cost)
+# export work: verified export of one trained model and its model card (export, model_card)
 from trials.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from trials.data import DataBundle, DataReport, load_data
 from trials.errors import DataError, ExportError, MeasureError, TrainError
 from trials.evaluate import EvalResult, evaluate
+from trials.export import ModelCard, export_model, load_card, validate_card
 from trials.latency import Measurement, measure_onnx, measure_specs
 from trials.losses import LOSSES, build_loss
 from trials.onnx_export import export_onnx, quantize_int8
@@ -26,6 +28,7 @@ __all__ = [
     "ExportError",
     "MeasureError",
     "Measurement",
+    "ModelCard",
     "ProxyConfig",
     "ProxyResult",
     "TrainConfig",
@@ -34,7 +37,9 @@ __all__ = [
     "build_loss",
     "dataset_stats",
     "evaluate",
+    "export_model",
     "export_onnx",
+    "load_card",
     "load_checkpoint",
     "load_data",
     "measure_onnx",
@@ -44,5 +49,6 @@ __all__ = [
     "quantize_int8",
     "save_checkpoint",
     "train",
+    "validate_card",
     "zero_cost_scores",
 ]
