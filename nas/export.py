@@ -27,9 +27,11 @@ from typing import Any
 
 import optuna
 
+from nas.data import checkpoint_data_settings
 from nas.objectives import Limits
 from nas.pareto import PICKS, pareto_front, pick
 from nas.storage import DEFAULT_STORAGE, load_study, mask_url, storage_errors
+from nas.train import DATA_DEFAULTS
 from search_space import ArchSpec, resolve_arch
 from search_space.errors import NasError
 from search_space.io import atomic_write
@@ -54,27 +56,37 @@ class ExportOptions:
 
 @dataclass
 class DataOptions:
-    """Which data trains and checks the model: ``path=None`` is the embedded digits (see trials.data)."""
+    """Which data trains and checks the model (see :func:`trials.data.load_data`).
+
+    ``None`` means "not given": training then uses :data:`nas.train.DATA_DEFAULTS` and the training
+    seed; a checkpoint export uses what the checkpoint recorded, so the validation split is the one the
+    model was not trained on. ``path=None`` with nothing recorded is the embedded digits.
+    """
 
     path: str | None = None
-    val_ratio: float = 0.1
+    val_ratio: float | None = None
     long_tail: str | None = None
-    augment: bool = False
-    seed: int = 0
+    augment: bool | None = None
+    seed: int | None = None
     max_per_class: int | None = None
 
-    def load(self, resolution: int, augment: bool | None = None) -> Any:
-        """The :class:`trials.data.DataBundle` at ``resolution``."""
-        from trials.data import load_data
+    def settings(self, base: Mapping[str, Any]) -> dict[str, Any]:
+        """Defaults, then ``base`` (recorded or the training seed), then the options given here."""
+        given = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return {**DATA_DEFAULTS, "seed": 0, **base, **given}
 
-        return load_data(self.path, resolution, val_ratio=self.val_ratio, long_tail=self.long_tail,
-                         augment=self.augment if augment is None else augment, seed=self.seed,
-                         max_per_class=self.max_per_class)
 
-    def describe(self, bundle: Any) -> dict[str, Any]:
-        """The card's ``data`` field: the options and how the data was read."""
-        report = bundle.report.to_dict() if hasattr(bundle, "report") else {}
-        return {**dataclasses.asdict(self), "source": report.get("source"), "report": report}
+def _load_data(settings: Mapping[str, Any], resolution: int, augment: bool | None = None) -> Any:
+    from trials.data import load_data
+
+    return load_data(settings["path"], resolution, val_ratio=settings["val_ratio"], long_tail=settings["long_tail"],
+                     augment=settings["augment"] if augment is None else augment, seed=settings["seed"],
+                     max_per_class=settings["max_per_class"])
+
+
+def _data_info(settings: Mapping[str, Any], bundle: Any) -> dict[str, Any]:
+    """The card's ``data`` field: how the data was loaded and what it held."""
+    return {**settings, "report": bundle.report.to_dict()}
 
 
 @functools.lru_cache(maxsize=8)
@@ -158,46 +170,49 @@ def export_arch(
                 if wanted.replace(num_classes=spec.num_classes) != spec:
                     raise ExportError(f"checkpoint {checkpoint} holds {spec}, not {wanted}",
                                       "drop --arch/--trial, or give the checkpoint of that architecture")
-            bundle = data.load(spec.resolution, augment=False)
+            settings = data.settings(checkpoint_data_settings(checkpoint))
+            bundle = _load_data(settings, spec.resolution, augment=False)
             if list(bundle.classes) != list(classes):
                 raise ExportError(f"the data's {len(bundle.classes)} classes are not the checkpoint's "
                                   f"{len(classes)} classes", "export with the data the model was trained on (--data)")
             source = {"kind": "checkpoint", "checkpoint": str(checkpoint), "sha256": sha256_file(checkpoint),
                       **(source or {})}
-            return _export(model, spec, bundle, out, data, options, training, source, notes, {}, step)
+            return _export(model, spec, bundle, out, settings, options, training, source, notes, {}, step)
         if arch is None:
             raise ExportError("nothing to export", "give an architecture (--arch), a trial (--trial) or --checkpoint")
         spec = arch if isinstance(arch, ArchSpec) else resolve_arch(arch, resolution, None, block)
         if resolution is not None and isinstance(arch, ArchSpec) and spec.resolution != resolution:
             spec = spec.replace(resolution=resolution)
         predicted = predicted_latency(spec, options.hardware)  # fails fast on a bad hardware table
+        from trials.train import TrainConfig, train
+
+        config = config or TrainConfig()
+        settings = data.settings({"seed": config.seed})  # the split seed is the training seed, as in nas train
         step(f"loading data at {spec.resolution} px")
-        bundle = data.load(spec.resolution)
+        bundle = _load_data(settings, spec.resolution)
         if spec.num_classes != len(bundle.classes):
             notes.append(f"class count set from the data: {spec.num_classes} → {len(bundle.classes)}")
             spec = spec.replace(num_classes=len(bundle.classes))
             predicted = predicted_latency(spec, options.hardware)
-        from trials.train import TrainConfig, train
-
-        config = config or TrainConfig()
         train_dir = Path(tempfile.mkdtemp(prefix=".train-", dir=out))
         try:
             step(f"training {spec} ({config.epochs} epochs"
                  + (f", at most {config.max_steps} steps)" if config.max_steps else ")"))
-            result = train(spec, bundle, config, out_dir=train_dir, on_progress=on_progress)
+            result = train(spec, bundle, config, out_dir=train_dir, on_progress=on_progress,
+                           data_settings={**settings, "resolution": spec.resolution})
             training = {"config": config.to_dict(), "metrics": result.metrics, "history": result.history,
                         "from": "trained by this export"}
-            if data.augment:  # calibrate and check on un-augmented images
-                bundle = data.load(spec.resolution, augment=False)
+            if settings["augment"]:  # calibrate and check on un-augmented images
+                bundle = _load_data(settings, spec.resolution, augment=False)
             attach = {"checkpoint": train_dir / "last.pt"} if (train_dir / "last.pt").is_file() else {}
-            return _export(result.model, spec, bundle, out, data, options, training,
+            return _export(result.model, spec, bundle, out, settings, options, training,
                            {"kind": "arch", "arch": str(arch), **(source or {})}, notes, attach, step,
                            predicted=predicted)
         finally:
             shutil.rmtree(train_dir, ignore_errors=True)
 
 
-def _export(model: Any, spec: ArchSpec, bundle: Any, out: Path, data: DataOptions, options: ExportOptions,
+def _export(model: Any, spec: ArchSpec, bundle: Any, out: Path, settings: dict[str, Any], options: ExportOptions,
             training: dict[str, Any], source: Mapping[str, Any], notes: list[str], attach: Mapping[str, Path],
             step: Callable[[str], None], predicted: list[dict[str, Any]] | None = None) -> ModelCard:
     if predicted is None:
@@ -206,7 +221,8 @@ def _export(model: Any, spec: ArchSpec, bundle: Any, out: Path, data: DataOption
         model, spec, bundle.train_eval, bundle.val, bundle.classes, out,
         per_channel=options.per_channel, calibration_images=options.calibration_images, threads=options.threads,
         latency_protocol=options.latency_protocol, predicted=predicted, training=training,
-        data_info=data.describe(bundle), source=source, attach=attach, seed=data.seed, notes=notes, on_step=step,
+        data_info=_data_info(settings, bundle), source=source, attach=attach, seed=settings["seed"], notes=notes,
+        on_step=step,
     )
 
 

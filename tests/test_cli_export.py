@@ -46,7 +46,7 @@ def _one_line_error(capsys) -> str:
 @pytest.fixture(scope="module")
 def arch_export(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "arch"
-    code = main(["export", "--arch", ARCH, "--out", str(out), *QUICK, "-f", "json"])
+    code = main(["export", "--arch", ARCH, "--out", str(out), *QUICK, "--seed", "3", "-f", "json"])
     return code, out
 
 
@@ -72,6 +72,8 @@ def test_export_checkpoint_reproduces_the_same_model(arch_export, tmp_path, caps
     row = json.loads(capsys.readouterr().out)["rows"][0]
     card = load_card(out)
     assert card.data["training"]["from"] == "checkpoint" and "checkpoint.pt" not in {p.name for p in out.iterdir()}
+    # the recorded split (seed 3) is reused, so the validation images and the accuracy are the same
+    assert card.data["data"]["seed"] == 3 == load_card(first).data["data"]["seed"]
     assert row["fp32_top1"] == load_card(first).data["accuracy"]["fp32"]["top1"]
     x = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
     np.testing.assert_allclose(_run_onnx(out / FP32_NAME, x), _run_onnx(first / FP32_NAME, x), atol=1e-5)

@@ -6,9 +6,12 @@ import argparse
 from typing import Any
 
 from nas.cli._common import add_format, emit, message
-from nas.export import PARETO_PICKS, DataOptions, ExportOptions, export_arch, export_pareto, export_trial
+from nas.cli.train import LOSSES
 from nas.objectives import Limits
+from nas.pareto import PICKS
 from nas.storage import DEFAULT_STORAGE
+
+PARETO_PICKS = (*PICKS, "all")  # = nas.export.PARETO_PICKS; nas.export imports torch, `nas --help` must not
 
 EPILOG = """examples:
   nas export --arch N1 --resolution 32 --epochs 30 --out export/n1
@@ -26,36 +29,41 @@ SUMMARY_COLUMNS = ["trial", "spec", "fp32_top1", "int8_top1", "int8_drop", "fp32
 
 
 def _add_training(p: argparse.ArgumentParser) -> None:
-    from trials.losses import LOSSES
-    from trials.train import LR_SCALINGS, SAMPLERS, TrainConfig
-
-    d = TrainConfig()
-    g = p.add_argument_group("training (ignored with --checkpoint; defaults are trials.train.TrainConfig's)")
-    g.add_argument("--epochs", type=int, default=d.epochs, help=f"passes over the training set (default {d.epochs})")
-    g.add_argument("--max-steps", type=int, help="cap on optimizer steps, for a quick check (default: no cap)")
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help=f"images per step (default {d.batch_size})")
-    g.add_argument("--lr", type=float, default=d.lr, help=f"base learning rate (default {d.lr})")
-    g.add_argument("--lr-scaling", choices=LR_SCALINGS, default=d.lr_scaling,
-                   help="linear: lr × batch/256 as the official RepVGG scripts did (default none)")
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"default {d.weight_decay}")
-    g.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help=f"default {d.warmup_epochs}")
-    g.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help=f"default {d.label_smoothing}")
-    g.add_argument("--loss", choices=list(LOSSES), default=d.loss,
-                   help="long-tail losses help on imbalanced data (default ce)")
-    g.add_argument("--sampler", choices=SAMPLERS, default=d.sampler, help="class_balanced for long-tailed data")
-    g.add_argument("--seed", type=int, default=d.seed, help="seed of training, split and calibration sample")
-    g.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N (default auto)")
-    g.add_argument("--num-workers", type=int, default=d.num_workers, help="data-loader processes (default 0)")
+    # Choices and defaults are spelled out (as in nas/cli/train.py) so that `nas --help` does not import torch.
+    g = p.add_argument_group("training, as in nas train (ignored with --checkpoint; defaults: TrainConfig's)")
+    g.add_argument("--epochs", type=int, help="passes over the training split (default 30)")
+    g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (quick checks)")
+    g.add_argument("--batch-size", type=int, help="images per step (default 32)")
+    g.add_argument("--lr", type=float, help="base learning rate, used as given (default 0.05)")
+    g.add_argument("--lr-scaling", choices=["none", "linear"],
+                   help="linear: lr × batch/256, as the official RepVGG scripts silently did (default none)")
+    g.add_argument("--warmup-epochs", type=float, help="linear warm-up before the cosine decay (default 1)")
+    g.add_argument("--weight-decay", type=float, help="on conv/linear weights only (default 4e-5)")
+    g.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum")
+    g.add_argument("--loss", choices=LOSSES, help="eqlv2, balanced_softmax or logit_adjust for long-tailed "
+                                                        "data (default ce)")
+    g.add_argument("--label-smoothing", type=float, help="for the softmax losses (default 0.1)")
+    g.add_argument("--sampler", choices=["none", "class_balanced"],
+                   help="class_balanced: every class equally often (default none)")
+    g.add_argument("--seed", type=int, help="seeds the split, initialization, batch order and the calibration "
+                                            "sample (default 0; with --checkpoint: the recorded split seed)")
+    g.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    g.add_argument("--amp", action="store_true", default=None, help="float16 mixed precision (CUDA only)")
+    g.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory format")
+    g.add_argument("--workers", type=int, help="data-loader processes (default 0)")
+    g.add_argument("--torch-threads", type=int, metavar="N",
+                   help="torch CPU threads for training; 1 is often much faster on a busy machine")
 
 
 def _add_data(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("data (trains, calibrates and checks the model)")
-    g.add_argument("--data", help="image folder (train/val subfolders, or one folder per class); default: the "
-                                  "embedded digits. Give the data the model was trained on with --checkpoint")
-    g.add_argument("--val-ratio", type=float, default=0.1, help="validation share per class (default 0.1)")
-    g.add_argument("--long-tail", help="make the training split long-tailed: exp:IF or seed")
-    g.add_argument("--augment", action="store_true", help="RandAugment during training")
-    g.add_argument("--max-per-class", type=int, help="cap images per class (quick runs)")
+    g = p.add_argument_group("data (trains, calibrates and checks the model; with --checkpoint the recorded "
+                             "settings are the defaults)")
+    g.add_argument("--data", help="ImageFolder data: PATH/<class>/* or PATH/train|val/<class>/* "
+                                  "(default: the embedded digits)")
+    g.add_argument("--val-ratio", type=float, help="share of each class held out when the folder has no val/ (0.1)")
+    g.add_argument("--long-tail", metavar="PROFILE", help="make the training split long-tailed: exp:IF or seed")
+    g.add_argument("--augment", action="store_true", default=None, help="RandAugment during training")
+    g.add_argument("--max-per-class", type=int, metavar="N", help="at most N images per class (quick checks)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -97,12 +105,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _train_config(args: argparse.Namespace) -> Any:
     from trials.train import TrainConfig
 
-    return TrainConfig(
-        epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
-        lr_scaling=args.lr_scaling, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
-        label_smoothing=args.label_smoothing, loss=args.loss, sampler=args.sampler, seed=args.seed,
-        device=args.device, num_workers=args.num_workers,
-    )
+    given = {
+        "epochs": args.epochs, "max_steps": args.max_steps, "batch_size": args.batch_size, "lr": args.lr,
+        "lr_scaling": args.lr_scaling, "warmup_epochs": args.warmup_epochs, "weight_decay": args.weight_decay,
+        "nesterov": args.nesterov, "loss": args.loss, "label_smoothing": args.label_smoothing,
+        "sampler": args.sampler, "seed": args.seed, "device": args.device, "amp": args.amp,
+        "channels_last": args.channels_last, "num_workers": args.workers,
+    }
+    return TrainConfig.from_dict({**TrainConfig().to_dict(), **{k: v for k, v in given.items() if v is not None}})
 
 
 def _on_progress(info: dict[str, Any]) -> None:
@@ -119,10 +129,16 @@ def _usage(text: str) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Run ``nas export``; exit 1 when any export failed (nothing of it is left behind)."""
+    from nas.export import DataOptions, ExportOptions, export_arch, export_pareto, export_trial
+
     if not (args.arch or args.trial is not None or args.pareto or args.checkpoint):
         return _usage("give --arch, --trial, --pareto or --checkpoint")
     if args.pareto and args.checkpoint:
         return _usage("--checkpoint exports one model; it cannot go with --pareto")
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     data = DataOptions(args.data, args.val_ratio, args.long_tail, args.augment, args.seed, args.max_per_class)
     options = ExportOptions(args.per_channel, args.calibration_images, args.threads, args.hardware)
     common = {"data": data, "config": _train_config(args), "options": options, "on_progress": _on_progress,
