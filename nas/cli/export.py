@@ -26,6 +26,8 @@ and model_card.json, written last and only when the fp32 parity check passed; se
 
 SUMMARY_COLUMNS = ["trial", "spec", "fp32_top1", "int8_top1", "int8_drop", "fp32_bal", "int8_bal", "agreement",
                    "parity_max_diff", "fp32_ms", "int8_ms", "folder", "error"]
+TABLE_COLUMNS = ["trial", "spec", "fp32_top1", "int8_top1", "int8_drop", "agreement", "parity_max_diff", "int8_ms",
+                 "folder", "error"]
 
 
 def _add_training(p: argparse.ArgumentParser) -> None:
@@ -151,7 +153,9 @@ def cmd_export(args: argparse.Namespace) -> int:
                                on_trial=lambda r: message(f"trial {r['trial']}: "
                                                           + (f"[red]failed[/] {r['error']}" if r.get("error")
                                                              else f"exported to {r['folder']}")), **common)
-        emit(result.rows, args.format, columns=SUMMARY_COLUMNS, title=f"exports of study {result.study}",
+        columns = SUMMARY_COLUMNS if args.format != "table" else [  # a table narrow enough for a terminal
+            c for c in TABLE_COLUMNS if c != "error" or result.failed]
+        emit(result.rows, args.format, columns=columns, title=f"exports of study {result.study}",
              extra={"summary": str(result.summary), "failed": len(result.failed)})
         return 1 if result.failed else 0
     kwargs = {**common, "checkpoint": args.checkpoint}
@@ -159,7 +163,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         card = export_trial(args.trial, args.out, study=args.study, storage=args.storage, **kwargs)
     else:
         card = export_arch(args.arch, args.out, resolution=args.resolution, block=args.block, **kwargs)
-    row = {"trial": card.data["source"].get("trial"), **card.summary()}
+    row = {**card.summary(), "trial": card.data["source"].get("trial")}
     for note in card.data["notes"]:
         message(f"[yellow]note:[/] {note}")
     extra = {"card": str(card.path), "parity_tolerance": card.data["parity"]["tolerance"]}
