@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import kendalltau
 
 from predictors.errors import PredictorError
 from predictors.families import DEFAULT_FAMILY
@@ -61,6 +60,8 @@ def summarize_loo(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     predicted = np.array([r["predicted_ms"] for r in rows])
     errors = np.abs([r["error_pct"] for r in rows])
     base = np.abs([r["baseline_error_pct"] for r in rows])
+    from scipy.stats import kendalltau  # scipy.stats costs seconds to import: only when evaluating
+
     tau = kendalltau(measured, predicted).statistic if len(rows) >= 2 else math.nan
     return {
         "device": rows[0]["device"] if rows else "",

@@ -25,7 +25,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import nnls
 
 from predictors.errors import PredictorError
 from predictors.features import FEATURES
@@ -73,6 +72,8 @@ def get_family(name: str) -> Family:
 
 def solve(x: np.ndarray, y: np.ndarray, prior: np.ndarray | None, lam: float) -> np.ndarray:
     """Non-negative β minimizing Σ((x_i·β − y_i)/y_i)² + λ‖β/m − s·prior‖² (``m`` = geometric mean of y)."""
+    from scipy.optimize import nnls  # scipy.optimize costs a second to import: only when fitting
+
     n, k = x.shape
     a = x / y[:, None]
     b = np.ones(n)

@@ -1,22 +1,63 @@
-"""trials package."""
+"""trials: data, training, accuracy proxies, evaluation, ONNX export and quantization, on-host latency.
 
-# data work: data sets, statistics, evaluation (data, evaluate, stats);
-# measurement work: ONNX export, int8 quantization, on-host latency (latency, onnx_export)
-# training work: training loop, losses, checkpoints, proxy accuracy, zero-cost scores (checkpoint, losses,
-#   proxy, train, zero_cost)
-# export work: verified export of one trained model and its model card (export, model_card)
-from trials.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from trials.data import DataBundle, DataReport, load_data
-from trials.errors import DataError, ExportError, MeasureError, TrainError
-from trials.evaluate import EvalResult, evaluate
-from trials.export import ModelCard, export_model, load_card, validate_card
-from trials.latency import Measurement, measure_onnx, measure_specs
-from trials.losses import LOSSES, build_loss
-from trials.onnx_export import export_onnx, quantize_int8
-from trials.proxy import ProxyConfig, ProxyResult, proxy_accuracy
-from trials.stats import DatasetStats, dataset_stats
-from trials.train import TrainConfig, TrainResult, train
-from trials.zero_cost import zero_cost_scores
+Public names are re-exported here lazily: ``import trials`` (or ``trials.errors``) does not import torch;
+the submodule that defines a name is imported the first time the name is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trials.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+    from trials.data import DataBundle, DataReport, load_data
+    from trials.errors import DataError, ExportError, MeasureError, TrainError
+    from trials.evaluate import EvalResult, evaluate
+    from trials.export import ModelCard, export_model, load_card, validate_card
+    from trials.latency import Measurement, measure_onnx, measure_specs
+    from trials.losses import LOSSES, build_loss
+    from trials.onnx_export import export_onnx, quantize_int8
+    from trials.proxy import ProxyConfig, ProxyResult, proxy_accuracy
+    from trials.stats import DatasetStats, dataset_stats
+    from trials.train import TrainConfig, TrainResult, train
+    from trials.zero_cost import zero_cost_scores
+
+#: public name -> defining submodule
+_EXPORTS = {
+    "load_checkpoint": "trials.checkpoint",
+    "model_from_checkpoint": "trials.checkpoint",
+    "save_checkpoint": "trials.checkpoint",
+    "DataBundle": "trials.data",
+    "DataReport": "trials.data",
+    "load_data": "trials.data",
+    "DataError": "trials.errors",
+    "ExportError": "trials.errors",
+    "MeasureError": "trials.errors",
+    "TrainError": "trials.errors",
+    "EvalResult": "trials.evaluate",
+    "evaluate": "trials.evaluate",
+    "ModelCard": "trials.export",
+    "export_model": "trials.export",
+    "load_card": "trials.export",
+    "validate_card": "trials.export",
+    "Measurement": "trials.latency",
+    "measure_onnx": "trials.latency",
+    "measure_specs": "trials.latency",
+    "LOSSES": "trials.losses",
+    "build_loss": "trials.losses",
+    "export_onnx": "trials.onnx_export",
+    "quantize_int8": "trials.onnx_export",
+    "ProxyConfig": "trials.proxy",
+    "ProxyResult": "trials.proxy",
+    "proxy_accuracy": "trials.proxy",
+    "DatasetStats": "trials.stats",
+    "dataset_stats": "trials.stats",
+    "TrainConfig": "trials.train",
+    "TrainResult": "trials.train",
+    "train": "trials.train",
+    "zero_cost_scores": "trials.zero_cost",
+}
 
 __all__ = [
     "LOSSES",
@@ -52,3 +93,16 @@ __all__ = [
     "validate_card",
     "zero_cost_scores",
 ]
+
+def __getattr__(name: str) -> Any:
+    """Import the submodule that defines ``name`` on first use (PEP 562)."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'trials' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
