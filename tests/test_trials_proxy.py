@@ -22,10 +22,11 @@ TINY = ArchSpec((1, 1, 1, 1), (0.25, 0.25, 0.25, 0.25), resolution=32, num_class
 
 
 @pytest.fixture(autouse=True)
-def restore_threads() -> Iterator[None]:
+def one_thread() -> Iterator[None]:
+    """One torch thread: small models run fastest that way on a shared 2-core machine."""
     before = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
-    assert torch.get_num_threads() == before  # the proxy restores the caller's thread count
     torch.set_num_threads(before)
 
 
@@ -47,7 +48,13 @@ def test_proxy_on_the_digits_is_fast_deterministic_and_beats_chance(digits) -> N
 
 def test_max_steps_bounds_the_budget_of_any_spec(digits) -> None:
     big = ArchSpec((2, 4, 14, 1), (0.75, 0.75, 0.75, 2.5), resolution=224, num_classes=1000)  # A0 at 224 px
+    torch.set_num_threads(2)
+    torch.manual_seed(123)
+    expected_draw = torch.rand(3)
+    torch.manual_seed(123)
     result = proxy_accuracy(big, digits, ProxyConfig(max_steps=2, max_per_class=8, val_per_class=2))
+    assert torch.get_num_threads() == 2  # the proxy ran on its own 1 thread and restored the caller's
+    torch.testing.assert_close(torch.rand(3), expected_draw)  # … and the caller's RNG state
     assert result.steps == 2 and result.resolution == 32 and result.train_images == 80
     assert 0.0 <= result.balanced_acc <= 1.0
 

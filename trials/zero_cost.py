@@ -32,7 +32,7 @@ from search_space.model import build_model, reparameterize
 from search_space.spec import ArchSpec
 from trials.distributed import torch_threads
 from trials.errors import TrainError
-from trials.proxy import embedded_data, fetch_items, plain_train_set, resize
+from trials.proxy import embedded_data, fetch_items, kept_rng, plain_train_set, resize
 
 
 def _weights(model: nn.Module) -> list[nn.Module]:
@@ -122,7 +122,8 @@ def zero_cost_scores(
 
     ``data`` is a DataBundle (None: the embedded digits at the spec's resolution); its images are
     resized to the spec's resolution if they differ, and the head gets the data's class count.
-    ``threads`` as in :class:`trials.proxy.ProxyConfig` (None: the caller's torch setting).
+    ``threads`` as in :class:`trials.proxy.ProxyConfig` (None: the caller's torch setting); the caller's
+    global RNG states are restored afterwards.
     Returns ``{"synflow", "log_synflow", "naswot", "grad_norm", "params", "macs"}``.
     """
     if n_batches < 1:
@@ -131,7 +132,7 @@ def zero_cost_scores(
         data = embedded_data(spec.resolution, seed)
     spec = spec.replace(num_classes=len(data.classes))
     batches = _batches(data, n_batches, batch_size, spec.resolution, seed)
-    with torch_threads(threads):
+    with torch_threads(threads), kept_rng():
         torch.manual_seed(seed)
         model = build_model(spec).train()
         naswot = [naswot_score(model, x) for x, _ in batches]
