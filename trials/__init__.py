@@ -2,6 +2,10 @@
 
 Public names are re-exported here lazily: ``import trials`` (or ``trials.errors``) does not import torch;
 the submodule that defines a name is imported the first time the name is used.
+
+The functions ``train`` and ``evaluate`` share their names with their submodules, so they are not
+re-exported (a loaded submodule would shadow them): use ``from trials.train import train`` and
+``from trials.evaluate import evaluate``.
 """
 
 from __future__ import annotations
@@ -13,14 +17,14 @@ if TYPE_CHECKING:
     from trials.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
     from trials.data import DataBundle, DataReport, load_data
     from trials.errors import DataError, ExportError, MeasureError, TrainError
-    from trials.evaluate import EvalResult, evaluate
+    from trials.evaluate import EvalResult
     from trials.export import ModelCard, export_model, load_card, validate_card
     from trials.latency import Measurement, measure_onnx, measure_specs
     from trials.losses import LOSSES, build_loss
     from trials.onnx_export import export_onnx, quantize_int8
     from trials.proxy import ProxyConfig, ProxyResult, proxy_accuracy
     from trials.stats import DatasetStats, dataset_stats
-    from trials.train import TrainConfig, TrainResult, train
+    from trials.train import TrainConfig, TrainResult
     from trials.zero_cost import zero_cost_scores
 
 #: public name -> defining submodule
@@ -36,7 +40,6 @@ _EXPORTS = {
     "MeasureError": "trials.errors",
     "TrainError": "trials.errors",
     "EvalResult": "trials.evaluate",
-    "evaluate": "trials.evaluate",
     "ModelCard": "trials.export",
     "export_model": "trials.export",
     "load_card": "trials.export",
@@ -55,7 +58,6 @@ _EXPORTS = {
     "dataset_stats": "trials.stats",
     "TrainConfig": "trials.train",
     "TrainResult": "trials.train",
-    "train": "trials.train",
     "zero_cost_scores": "trials.zero_cost",
 }
 
@@ -77,7 +79,6 @@ __all__ = [
     "TrainResult",
     "build_loss",
     "dataset_stats",
-    "evaluate",
     "export_model",
     "export_onnx",
     "load_card",
@@ -89,7 +90,6 @@ __all__ = [
     "proxy_accuracy",
     "quantize_int8",
     "save_checkpoint",
-    "train",
     "validate_card",
     "zero_cost_scores",
 ]
