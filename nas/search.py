@@ -20,6 +20,7 @@ accuracy proxy. Semantics worth knowing:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -107,13 +108,12 @@ def proxy_evaluator(proxy_config: Any = None, zero_cost: bool = False) -> Accura
     from trials.proxy import ProxyConfig, proxy_accuracy
 
     def evaluate(spec: ArchSpec, data: Any) -> dict[str, float]:
-        r = proxy_accuracy(spec, data, proxy_config or ProxyConfig())
-        out = {"top1": r.top1, "balanced_acc": r.balanced_acc, "wall_s": r.wall_s, "epochs": r.epochs,
-               "train_images": r.train_images}
+        out = dataclasses.asdict(proxy_accuracy(spec, data, proxy_config or ProxyConfig()))
         if zero_cost:
             from trials.zero_cost import zero_cost_scores
 
-            out.update({f"zc_{k}": v for k, v in zero_cost_scores(spec, data).items()})
+            scores = zero_cost_scores(spec, data)
+            out.update({f"zc_{k}": v for k, v in scores.items() if k not in ("params", "macs")})
         return out
 
     return evaluate

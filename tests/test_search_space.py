@@ -98,14 +98,16 @@ def test_sampled_specs_stay_in_the_space():
         study.tell(trial, 0.0)
 
 
-def test_presets_map_in_or_say_why_not():
-    space = SearchSpace()
+def test_presets_map_in_or_say_why_not(repo_root):
+    space = SearchSpace.from_toml(repo_root / "examples" / "space.toml")
     a0 = space.preset_spec("a0", 10)
-    assert (a0.depths, a0.widths, a0.resolution, a0.num_classes) == ((2, 4, 14, 1), (0.75, 0.75, 0.75, 2.5), 32, 10)
-    for name in ("A0", "N0", "N1", "N2", "N3", "N4", "M0", "M1"):  # the default space holds the seed's rows
+    assert (a0.depths, a0.widths, a0.resolution, a0.num_classes) == ((2, 4, 14, 1), (0.75, 0.75, 0.75, 2.5), 112, 10)
+    for name in ("A0", "N0", "N1", "N2", "N3", "N4", "M0", "M1"):  # the example space holds the seed's rows
         assert space.why_outside(space.preset_spec(name, 89)) is None
     with pytest.raises(SpaceError, match="B1 is outside the search space: stage 1 depth 4"):
         space.preset_spec("B1", 10)
+    with pytest.raises(SpaceError, match=r"A0 is outside the search space: stage 2 depth 4 is not in 1\.\.2"):
+        SearchSpace().preset_spec("A0", 10)  # the default space is sized for the CPU proxy
     with pytest.raises(SpaceError, match="unknown preset"):
         space.preset_spec("Z9", 10)
     with pytest.raises(SpaceError, match="outside"):

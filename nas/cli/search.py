@@ -166,7 +166,7 @@ STOPPED = {"timeout": "stopped by --timeout", "space exhausted": "every spec of 
 
 def _trial_line(trial: optuna.trial.FrozenTrial, names: list[str], counts: dict[str, int], total: int) -> str:
     detail = (", ".join(f"{n}={v:.4g}" for n, v in zip(names, trial.values)) if trial.values
-              else trial.user_attrs.get("fail_reason", ""))
+              else trial.user_attrs.get("fail_reason", "another worker evaluated the last spec"))
     note = trial.user_attrs.get("infeasible_reason") or (
         f"duplicate of {trial.user_attrs['duplicate_of']}" if "duplicate_of" in trial.user_attrs else "")
     return (f"trial {trial.number} {trial.state.name.lower()}: {detail}" + (f" [{note}]" if note else "")
