@@ -295,13 +295,14 @@ class Search:
         except KeyboardInterrupt:
             trial.set_user_attr("fail_reason", "interrupted")
             raise
-        except MemoryError as exc:
-            trial.set_user_attr("fail_reason", f"out of memory: {exc}".rstrip(": "))
-            raise
         except Exception as exc:
             if type(exc).__module__.startswith(("sqlalchemy", "psycopg2")):
-                raise
-            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
+                raise  # the storage itself failed: stop, do not record
+            text = f"{type(exc).__name__}: {exc}".rstrip(": ")
+            if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or any(
+                    w in str(exc).lower() for w in ("out of memory", "can't allocate memory")):
+                text = f"out of memory ({text})"
+            trial.set_user_attr("fail_reason", text[:500])
             raise
 
     def _evaluate_trial(self, trial: optuna.Trial) -> list[float]:

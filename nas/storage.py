@@ -32,7 +32,9 @@ MEMORY = ":memory:"
 HEARTBEAT_INTERVAL = 10
 MAX_RETRY = 2
 _CREATE_ATTEMPTS = 5
-_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<tail>@)", re.IGNORECASE)
+# scheme://user:PASSWORD@host — the password runs to the last "@" before the path (greedy: an unescaped
+# "@" inside a password must not leak its tail).
+_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^/\s]*)(?P<tail>@)", re.IGNORECASE)
 
 
 class StorageError(NasError):

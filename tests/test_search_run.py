@@ -81,16 +81,18 @@ def test_a_small_space_is_exhausted_not_looped_over():
 def test_failures_are_recorded_and_the_search_goes_on():
     specs = list(TINY.iter_specs(10))
     fail = {specs[0].to_string(): RuntimeError("boom"), specs[1].to_string(): math.nan,
-            specs[2].to_string(): MemoryError()}
+            specs[2].to_string(): MemoryError(),
+            specs[3].to_string(): RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate")}
     search = Search(config(trials=9), FakeAccuracy(fail))
-    for spec in specs[:3]:  # the three failing specs run first
+    for spec in specs[:4]:  # the failing specs run first
         search.study.enqueue_trial(TINY.params_of(spec))
     search.run()
     study = search.study
     failed = {t.user_attrs["spec"]: t.user_attrs["fail_reason"] for t in study.get_trials(states=(TrialState.FAIL,))}
     assert "RuntimeError: boom" in failed[specs[0].to_string()]
     assert "top1=nan" in failed[specs[1].to_string()]
-    assert failed[specs[2].to_string()].startswith("out of memory")
+    assert failed[specs[2].to_string()] == "out of memory (MemoryError)"
+    assert failed[specs[3].to_string()].startswith("out of memory (RuntimeError: DefaultCPUAllocator")
     assert search.counts()["evaluated"] == 9
 
 
@@ -183,3 +185,19 @@ def test_every_sampler_honours_the_contract(sampler):
         assert set(t.constraints) == {"memory_kib<=1000"}
     front = pareto_front(summary.study)
     assert front.rows and all(r["memory_kib"] <= 1000 for r in front.rows)
+
+
+def test_a_spec_that_does_not_fit_the_chip_is_recorded_not_trained():
+    """Real predictors: M1 (14.2 MiB peak layer) fails on the Hexagon 698 DSP in the seed's table; M0 runs."""
+    space = SearchSpace(depths=((2, 2),) * 4, widths=((0.75, 1.0),) * 3 + ((1.0, 2.5),), resolutions=(112,))
+    fake = FakeAccuracy()
+    summary = run_search(config(objectives="acc,latency:hexagon698", space=space, trials=2, num_classes=89,
+                                enqueue=["M1", "M0"]), fake)
+    rows = {t.user_attrs["preset"]: t for t in summary.study.get_trials(states=(TrialState.COMPLETE,))}
+    m1, m0 = rows["M1"], rows["M0"]
+    assert m1.constraints == {"feasible:Hexagon698": 1.0} and m1.user_attrs["feasible"] is False
+    assert "Hexagon698" in m1.user_attrs["infeasible_reason"] and m1.values[0] == 0.0 and "acc" not in m1.user_attrs
+    assert m0.constraints == {"feasible:Hexagon698": 0.0} and m0.user_attrs["acc"] == m0.values[0] > 0
+    assert [s.to_string() for s in fake.calls] == [m0.user_attrs["spec"]]
+    assert m1.user_attrs["latency_Hexagon698_low"] <= m1.values[1] <= m1.user_attrs["latency_Hexagon698_high"]
+    assert summary.study.metric_names == ["acc", "latency_Hexagon698"]
