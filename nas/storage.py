@@ -89,10 +89,12 @@ def open_storage(
     heartbeat_interval: int | None = HEARTBEAT_INTERVAL,
     grace_period: int | None = None,
     max_retry: int | None = MAX_RETRY,
+    must_exist: bool = False,
 ) -> BaseStorage:
     """Open (creating tables if needed) the storage at ``url``; ``None`` or ``:memory:`` is in-process.
 
     ``heartbeat_interval=None`` turns heartbeats off; ``grace_period`` defaults to three intervals.
+    ``must_exist=True`` (readers: ``nas pareto``, ``nas dashboard``) refuses to create a new SQLite file.
     Unreachable servers, missing drivers and bad URLs raise :class:`StorageError` (password masked).
     """
     if url is None or url == MEMORY:
@@ -104,6 +106,8 @@ def open_storage(
         folder = Path(url.removeprefix("sqlite:///")).expanduser().parent
         if not folder.is_dir():
             raise StorageError(f"storage {mask_url(url)}: folder {folder} does not exist", "create it first")
+        if must_exist and not Path(url.removeprefix("sqlite:///")).expanduser().is_file():
+            raise StorageError(f"storage {mask_url(url)} does not exist", "run nas search first, or give --storage")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         kwargs: dict[str, object] = {}
@@ -199,13 +203,13 @@ def resolve_study_name(storage: BaseStorage, name: str | None, url: str | None =
 def load_study(url: str | None = DEFAULT_STORAGE, name: str | None = None,
                storage: BaseStorage | None = None) -> optuna.Study:
     """Open an existing study for reading (no heartbeats); ``name=None`` picks the only one."""
-    storage = storage or open_storage(url, heartbeat_interval=None)
+    storage = storage or open_storage(url, heartbeat_interval=None, must_exist=True)
     with storage_errors(url):
         return optuna.load_study(study_name=resolve_study_name(storage, name, url), storage=storage)
 
 
 def delete_study(url: str | None, name: str, storage: BaseStorage | None = None) -> None:
     """Delete a study and its trials (tests and clean-ups)."""
-    storage = storage or open_storage(url, heartbeat_interval=None)
+    storage = storage or open_storage(url, heartbeat_interval=None, must_exist=True)
     with storage_errors(url):
         optuna.delete_study(study_name=resolve_study_name(storage, name, url), storage=storage)

@@ -105,6 +105,9 @@ def test_bad_inputs_give_one_line_and_leave_the_study_intact(capsys, db, tmp_pat
     study = optuna.load_study(study_name="keep", storage=db)
     assert len(study.trials) == 3 and study.metric_names == ["macs", "memory_kib", "latency_T4"]
     _one_line_error(*_run(capsys, "pareto", "--storage", db, "--study", "nope")[::2], "no study 'nope'")
+    missing = tmp_path / "none.db"
+    _one_line_error(*_run(capsys, "pareto", "--storage", f"sqlite:///{missing}")[::2], "does not exist")
+    assert not missing.exists()  # a reader never creates a database
     _one_line_error(*_run(capsys, "pareto", "--storage", db, "--max-latency", "Z80=1")[::2], "Z80")
     _one_line_error(*_run(capsys, "pareto", "--storage", db, "--pick", "best-acc-under", "--under", "T4=1")[::2],
                     "accuracy objective")

@@ -74,6 +74,9 @@ def test_dashboard_command_serves_the_storage(monkeypatch, tmp_path, capsys):
 
     monkeypatch.setattr(optuna_dashboard, "run_server", fake_run_server)
     url = f"sqlite:///{tmp_path / 'd.db'}"
+    assert main(["dashboard", "--storage", url]) == 1  # readers never create a database file
+    assert "does not exist" in capsys.readouterr().err and not (tmp_path / "d.db").exists()
+    open_storage(url)
     assert main(["dashboard", "--storage", url, "--port", "8123"]) == 0
     assert isinstance(served["storage"], RDBStorage) and (served["host"], served["port"]) == ("127.0.0.1", 8123)
     assert "http://127.0.0.1:8123" in capsys.readouterr().err

@@ -233,7 +233,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         from optuna_dashboard import run_server
     except ImportError:
         raise SearchError("optuna-dashboard is not installed", "pip install 'repvgg-hwnas[dashboard]'") from None
-    storage = open_storage(args.storage, heartbeat_interval=None)
+    storage = open_storage(args.storage, heartbeat_interval=None, must_exist=True)
     message(f"optuna-dashboard for {mask_url(args.storage)} at http://{args.host}:{args.port} (Ctrl-C stops)")
     try:
         run_server(storage, host=args.host, port=args.port)
