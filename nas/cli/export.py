@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from nas.cli._common import add_format, emit, message
-from nas.cli.train import LOSSES
+from nas.cli.train import add_data_options, add_optimization_options, add_runtime_options, config_overrides
 from nas.objectives import Limits
 from nas.pareto import PICKS
 from nas.storage import DEFAULT_STORAGE
@@ -28,44 +28,6 @@ SUMMARY_COLUMNS = ["trial", "spec", "fp32_top1", "int8_top1", "int8_drop", "fp32
                    "parity_max_diff", "fp32_ms", "int8_ms", "folder", "error"]
 TABLE_COLUMNS = ["trial", "spec", "fp32_top1", "int8_top1", "int8_drop", "agreement", "parity_max_diff", "int8_ms",
                  "folder", "error"]
-
-
-def _add_training(p: argparse.ArgumentParser) -> None:
-    # Choices and defaults are spelled out (as in nas/cli/train.py) so that `nas --help` does not import torch.
-    g = p.add_argument_group("training, as in nas train (ignored with --checkpoint; defaults: TrainConfig's)")
-    g.add_argument("--epochs", type=int, help="passes over the training split (default 30)")
-    g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (quick checks)")
-    g.add_argument("--batch-size", type=int, help="images per step (default 32)")
-    g.add_argument("--lr", type=float, help="base learning rate, used as given (default 0.05)")
-    g.add_argument("--lr-scaling", choices=["none", "linear"],
-                   help="linear: lr × batch/256, as the official RepVGG scripts silently did (default none)")
-    g.add_argument("--warmup-epochs", type=float, help="linear warm-up before the cosine decay (default 1)")
-    g.add_argument("--weight-decay", type=float, help="on conv/linear weights only (default 4e-5)")
-    g.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum")
-    g.add_argument("--loss", choices=LOSSES, help="eqlv2, balanced_softmax or logit_adjust for long-tailed "
-                                                        "data (default ce)")
-    g.add_argument("--label-smoothing", type=float, help="for the softmax losses (default 0.1)")
-    g.add_argument("--sampler", choices=["none", "class_balanced"],
-                   help="class_balanced: every class equally often (default none)")
-    g.add_argument("--seed", type=int, help="seeds the split, initialization, batch order and the calibration "
-                                            "sample (default 0; with --checkpoint: the recorded split seed)")
-    g.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-    g.add_argument("--amp", action="store_true", default=None, help="float16 mixed precision (CUDA only)")
-    g.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory format")
-    g.add_argument("--workers", type=int, help="data-loader processes (default 0)")
-    g.add_argument("--torch-threads", type=int, metavar="N",
-                   help="torch CPU threads for training; 1 is often much faster on a busy machine")
-
-
-def _add_data(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("data (trains, calibrates and checks the model; with --checkpoint the recorded "
-                             "settings are the defaults)")
-    g.add_argument("--data", help="ImageFolder data: PATH/<class>/* or PATH/train|val/<class>/* "
-                                  "(default: the embedded digits)")
-    g.add_argument("--val-ratio", type=float, help="share of each class held out when the folder has no val/ (0.1)")
-    g.add_argument("--long-tail", metavar="PROFILE", help="make the training split long-tailed: exp:IF or seed")
-    g.add_argument("--augment", action="store_true", default=None, help="RandAugment during training")
-    g.add_argument("--max-per-class", type=int, metavar="N", help="at most N images per class (quick checks)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -90,8 +52,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--max-memory", metavar="KIB", help="with --pareto: peak memory limit (filters the front)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (with --pareto: one subfolder per "
                                                               "spec hash, plus summary.json)")
-    _add_data(p)
-    _add_training(p)
+    add_data_options(p.add_argument_group("data (trains, calibrates and checks the model; with --checkpoint the "
+                                          "recorded settings are the defaults)"))
+    add_optimization_options(p.add_argument_group("training, as in nas train (ignored with --checkpoint)"))
+    r = p.add_argument_group("runtime")
+    add_runtime_options(r)
+    r.add_argument("--torch-threads", type=int, metavar="N",
+                   help="torch CPU threads for training; 1 is often much faster on a busy machine")
     g = p.add_argument_group("export")
     g.add_argument("--per-channel", action="store_true",
                    help="per-channel int8 weight scales (better accuracy; check your NPU supports them)")
@@ -107,14 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _train_config(args: argparse.Namespace) -> Any:
     from trials.train import TrainConfig
 
-    given = {
-        "epochs": args.epochs, "max_steps": args.max_steps, "batch_size": args.batch_size, "lr": args.lr,
-        "lr_scaling": args.lr_scaling, "warmup_epochs": args.warmup_epochs, "weight_decay": args.weight_decay,
-        "nesterov": args.nesterov, "loss": args.loss, "label_smoothing": args.label_smoothing,
-        "sampler": args.sampler, "seed": args.seed, "device": args.device, "amp": args.amp,
-        "channels_last": args.channels_last, "num_workers": args.workers,
-    }
-    return TrainConfig.from_dict({**TrainConfig().to_dict(), **{k: v for k, v in given.items() if v is not None}})
+    given = {k: v for k, v in config_overrides(args).items() if v is not None}
+    return TrainConfig.from_dict({**TrainConfig().to_dict(), **given})
 
 
 def _on_progress(info: dict[str, Any]) -> None:

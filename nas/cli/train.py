@@ -32,8 +32,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", metavar="SPEC|PRESET",
                    help="a preset (A0, N3, …) or a spec string; optional with --resume (the checkpoint's)")
-    p.add_argument("--data", metavar="PATH",
-                   help="ImageFolder data: PATH/<class>/* or PATH/train|val/<class>/* (default: embedded digits)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for last.pt, best.pt and metrics.json")
     p.add_argument("--resume", action="store_true",
                    help="continue OUT/last.pt; options not given come from it (only --epochs, --max-steps, "
@@ -42,39 +40,56 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--resolution", type=int, help="input size in px (presets: 224; the seed used 112; >= 32)")
     g.add_argument("--classes-from-data", action="store_true",
                    help="let a spec string with its own class count (_cN) take the data's count instead")
-    g.add_argument("--long-tail", metavar="PROFILE",
-                   help="make the training split long-tailed: exp:IF (e.g. exp:100) or seed; digits: exp:10")
-    g.add_argument("--augment", action="store_true", default=None,
-                   help="add RandAugment to the random crop/flip (for long runs on real data)")
-    g.add_argument("--val-ratio", type=float, help="share of each class held out when the folder has no val/ (0.1)")
-    g.add_argument("--max-per-class", type=int, metavar="N", help="at most N images per class (quick checks)")
-    o = p.add_argument_group("optimization (defaults: trials.train.TrainConfig)")
-    o.add_argument("--epochs", type=int, help="passes over the training split (default 30)")
-    o.add_argument("--batch-size", type=int, help="images per step and process (default 32)")
-    o.add_argument("--lr", type=float, help="base learning rate, used as given (default 0.05)")
-    o.add_argument("--lr-scaling", choices=["none", "linear"],
-                   help="linear: lr × global batch / 256, as the official RepVGG scripts silently did (default none)")
-    o.add_argument("--warmup-epochs", type=float, help="linear warm-up before the cosine decay (default 1)")
-    o.add_argument("--weight-decay", type=float, help="on conv/linear weights only; BN and biases get none (4e-5)")
-    o.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum")
-    o.add_argument("--loss", metavar="{" + ",".join(LOSSES) + "}",
-                   help="ce; eqlv2, balanced_softmax or logit_adjust for long-tailed data (default ce)")
-    o.add_argument("--label-smoothing", type=float, help="for the softmax losses (default 0.1)")
-    o.add_argument("--sampler", choices=["none", "class_balanced"],
-                   help="class_balanced: every class equally often (with replacement) (default none)")
-    o.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (quick checks)")
-    o.add_argument("--seed", type=int, help="seeds the split, initialization, batch order and augmentation (0)")
+    add_data_options(g)
+    add_optimization_options(p.add_argument_group("optimization (defaults: trials.train.TrainConfig)"))
     r = p.add_argument_group("runtime")
-    r.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-    r.add_argument("--amp", action="store_true", default=None, help="float16 mixed precision (CUDA only)")
-    r.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory format (often faster)")
-    r.add_argument("--workers", type=int, help="data-loader processes (default 0: load in the training process)")
+    add_runtime_options(r)
     r.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     add_format(p)
     p.set_defaults(func=cmd_train)
 
 
-def _config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+def add_data_options(g: argparse._ActionsContainer) -> None:
+    """The data flags shared by ``nas train`` and ``nas export``."""
+    g.add_argument("--data", metavar="PATH",
+                   help="ImageFolder data: PATH/<class>/* or PATH/train|val/<class>/* (default: embedded digits)")
+    g.add_argument("--val-ratio", type=float, help="share of each class held out when the folder has no val/ (0.1)")
+    g.add_argument("--long-tail", metavar="PROFILE",
+                   help="make the training split long-tailed: exp:IF (e.g. exp:100) or seed; digits: exp:10")
+    g.add_argument("--augment", action="store_true", default=None,
+                   help="add RandAugment to the random crop/flip (for long runs on real data)")
+    g.add_argument("--max-per-class", type=int, metavar="N", help="at most N images per class (quick checks)")
+
+
+def add_optimization_options(g: argparse._ActionsContainer) -> None:
+    """The optimization flags shared by ``nas train`` and ``nas export`` (None = TrainConfig's default)."""
+    g.add_argument("--epochs", type=int, help="passes over the training split (default 30)")
+    g.add_argument("--batch-size", type=int, help="images per step and process (default 32)")
+    g.add_argument("--lr", type=float, help="base learning rate, used as given (default 0.05)")
+    g.add_argument("--lr-scaling", choices=["none", "linear"],
+                   help="linear: lr × global batch / 256, as the official RepVGG scripts silently did (default none)")
+    g.add_argument("--warmup-epochs", type=float, help="linear warm-up before the cosine decay (default 1)")
+    g.add_argument("--weight-decay", type=float, help="on conv/linear weights only; BN and biases get none (4e-5)")
+    g.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum")
+    g.add_argument("--loss", metavar="{" + ",".join(LOSSES) + "}",  # checked by trials (one-line error)
+                   help="ce; eqlv2, balanced_softmax or logit_adjust for long-tailed data (default ce)")
+    g.add_argument("--label-smoothing", type=float, help="for the softmax losses (default 0.1)")
+    g.add_argument("--sampler", choices=["none", "class_balanced"],
+                   help="class_balanced: every class equally often (with replacement) (default none)")
+    g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (quick checks)")
+    g.add_argument("--seed", type=int, help="seeds the split, initialization, batch order and augmentation (0)")
+
+
+def add_runtime_options(g: argparse._ActionsContainer) -> None:
+    """Device, precision and loader flags shared by ``nas train`` and ``nas export``."""
+    g.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    g.add_argument("--amp", action="store_true", default=None, help="float16 mixed precision (CUDA only)")
+    g.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory format (often faster)")
+    g.add_argument("--workers", type=int, help="data-loader processes (default 0: load in the training process)")
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """TrainConfig fields given on the command line (None where the flag was not given)."""
     return {
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "lr_scaling": args.lr_scaling,
         "warmup_epochs": args.warmup_epochs, "weight_decay": args.weight_decay, "nesterov": args.nesterov,
@@ -113,7 +128,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         data = {"path": args.data, "val_ratio": args.val_ratio, "long_tail": args.long_tail,
                 "augment": args.augment, "max_per_class": args.max_per_class}
         run = run_training(args.arch, args.out, data=data, resolution=args.resolution,
-                           classes_from_data=args.classes_from_data, config=_config_overrides(args),
+                           classes_from_data=args.classes_from_data, config=config_overrides(args),
                            resume=args.resume, on_progress=on_progress, on_note=say)
     if not main:
         return 0
