@@ -43,6 +43,7 @@ import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CSV_PATH = RESULTS / "proxy_fidelity_specs.csv"
+LONG_CSV_PATH = RESULTS / "proxy_fidelity_long_reference.csv"
 JSON_PATH = RESULTS / "proxy_fidelity.json"
 
 RESOLUTION = 32
@@ -123,6 +124,13 @@ def sample_specs(n: int, seed: int = 0, macs_cap: float = MACS_CAP) -> list[dict
     return chosen
 
 
+def spread(specs: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """``n`` of ``specs`` spread evenly over their MACs order (both ends included)."""
+    ranked = sorted(specs, key=lambda s: s["macs"])
+    idx = np.unique(np.linspace(0, len(ranked) - 1, n).round().astype(int))
+    return [ranked[i] for i in idx]
+
+
 def job_order(specs: list[dict[str, Any]], second_seed: int) -> list[tuple[dict[str, Any], int]]:
     """Seed-0 jobs round-robin over strata (a partial run still spans them), then seed 1 on ``second_seed`` specs
     spread evenly over the MACs order."""
@@ -134,9 +142,7 @@ def job_order(specs: list[dict[str, Any]], second_seed: int) -> list[tuple[dict[
                 order.append(by[name].pop(0 if len(order) % 2 else -1))
     jobs = [(s, 0) for s in order]
     if second_seed:
-        ranked = sorted(specs, key=lambda s: s["macs"])
-        idx = np.unique(np.linspace(0, len(ranked) - 1, second_seed).round().astype(int))
-        twins = sorted((ranked[i] for i in idx), key=lambda s: order.index(s))
+        twins = sorted(spread(specs, second_seed), key=lambda s: order.index(s))
         # each seed-1 job right after every third seed-0 job, once its seed-0 twin is queued
         for k, spec in enumerate(twins):
             at = max(jobs.index((spec, 0)) + 1, 3 * (k + 1) + k)
@@ -155,6 +161,7 @@ class Settings:
     ref_batch: int
     ref_lr: float
     val_per_class: int
+    reference_only: bool = False
 
 
 _STATE: dict[str, Any] = {}
@@ -218,7 +225,7 @@ def run_job(job: tuple[dict[str, Any], int]) -> dict[str, Any]:
                ref_images=steps * st.ref_batch, ref_cpu_s=cpu, ref_wall_s=wall,
                ref_val_bal_by_epoch=";".join(f"{h['val_balanced_acc']:.4f}" for h in result.history
                                              if "val_balanced_acc" in h))
-    if seed == 0:
+    if seed == 0 and not st.reference_only:
         for prefix, cfg in (("proxy", ProxyConfig()), ("proxy_half", ProxyConfig(**ALT_PROXY))):
             res, cpu, wall = _timed(lambda cfg=cfg: proxy_accuracy(spec, data, cfg))
             row.update({f"{prefix}_bal": res.balanced_acc, f"{prefix}_top1": res.top1,
@@ -376,6 +383,34 @@ def compute_stats(rows: list[dict[str, Any]], resamples: int = BOOTSTRAP) -> dic
     }
 
 
+def long_reference_stats(rows: list[dict[str, Any]], long_rows: list[dict[str, Any]],
+                         resamples: int = BOOTSTRAP) -> dict[str, Any] | None:
+    """A longer reference (more epochs, seed 0) on a subset of the specs: does it rank like the short one, and
+    how do the signals (taken from ``rows``) rank against it?"""
+    base = {r["spec"]: r for r in rows if r["seed"] == 0 and r.get("ref_bal") is not None}
+    long = {r["spec"]: r for r in long_rows if r["seed"] == 0 and r.get("ref_bal") is not None}
+    specs = sorted((s for s in long if s in base), key=lambda s: base[s]["macs"])
+    if len(specs) < 3:
+        return None
+    y = np.array([long[s]["ref_bal"] for s in specs])
+    out: dict[str, Any] = {
+        "n": len(specs),
+        "epochs": sorted({int(long[s]["ref_epochs"]) for s in specs}),
+        "balanced_acc_range": [float(y.min()), float(y.max())],
+        "balanced_acc_sd_across_specs": float(y.std(ddof=1)),
+        "top1_range": [float(min(long[s]["ref_top1"] for s in specs)), float(max(long[s]["ref_top1"] for s in specs))],
+        "cpu_s_total": float(sum(long[s]["ref_cpu_s"] for s in specs)),
+        "short_vs_long": correlation([base[s]["ref_bal"] for s in specs], y, resamples),
+        "signals": {},
+    }
+    for name, (col, _) in SIGNALS.items():
+        ok = [s for s in specs if base[s].get(col) is not None and math.isfinite(base[s][col])]
+        if len(ok) >= 3:
+            out["signals"][name] = correlation([base[s][col] for s in ok], [long[s]["ref_bal"] for s in ok],
+                                               resamples)
+    return out
+
+
 def _ci(ci: Sequence[float]) -> str:
     return f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
 
@@ -414,6 +449,18 @@ def format_table(stats: dict[str, Any]) -> str:
                      f"{e['tau_within_strata_mean'] if e['tau_within_strata_mean'] is not None else math.nan:>+11.2f} "
                      f"{img:>13} "
                      f"{100 * e['share_cpu_s']:>9.2f} %")
+    longer = stats.get("long_reference")
+    if longer:
+        sl = longer["short_vs_long"]
+        lines += ["", f"longer reference ({longer['epochs']} epochs, seed 0) on {longer['n']} of the specs: "
+                  f"balanced acc "
+                  f"{longer['balanced_acc_range'][0]:.3f}–{longer['balanced_acc_range'][1]:.3f} (SD across specs "
+                  f"{longer['balanced_acc_sd_across_specs']:.3f}), top-1 {longer['top1_range'][0]:.3f}–"
+                  f"{longer['top1_range'][1]:.3f}; τ(short, long reference) {sl['tau']:+.2f} {_ci(sl['tau_ci'])}",
+                  f"{'signal':<28} {'τ vs long':>9} {'90% CI':>15} {'ρ vs long':>9} {'90% CI':>15}"]
+        for name, c in longer["signals"].items():
+            lines.append(f"{name:<28} {c['tau']:>+9.2f} {_ci(c['tau_ci']):>15} {c['rho']:>+9.2f} "
+                         f"{_ci(c['rho_ci']):>15}")
     return "\n".join(lines)
 
 
@@ -451,6 +498,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="worker processes (one torch thread each)")
     parser.add_argument("--deadline-min", type=float, default=None,
                         help="stop submitting new jobs after this many minutes (finished rows are kept)")
+    parser.add_argument("--reference-only", action="store_true",
+                        help="train only the reference (no proxies, no zero-cost scores); with --subset and a "
+                             "separate --csv this is the longer-reference check")
+    parser.add_argument("--subset", type=int, default=None,
+                        help="only this many of the specs, spread evenly over the MACs order (seed 0 only)")
+    parser.add_argument("--long-csv", type=Path, default=LONG_CSV_PATH,
+                        help="per-spec results of a longer reference on a subset (compared when present)")
     parser.add_argument("--resamples", type=int, default=BOOTSTRAP, help="bootstrap resamples")
     args = parser.parse_args(argv)
 
@@ -461,10 +515,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--data is required unless --from-csv")
         specs = sample_specs(args.specs, macs_cap=args.macs_cap)
         done = {(r["spec"], r["seed"]) for r in rows}
-        jobs = [j for j in job_order(specs, args.second_seed) if (j[0]["spec"], j[1]) not in done]
+        order = job_order(specs, args.second_seed)
+        if args.subset:
+            few = spread(specs, args.subset)
+            order = [(few[k // 2] if k % 2 == 0 else few[-1 - k // 2], 0) for k in range(len(few))]  # ends first
+        jobs = [j for j in order if (j[0]["spec"], j[1]) not in done]
         log(f"{len(specs)} specs ({specs[0]['share_below_cap']:.0%} of the space is below the MACs cap), "
             f"{len(jobs)} jobs to run, {len(done)} done")
-        settings = Settings(args.data, args.ref_epochs, args.ref_batch, args.ref_lr, val_per_class=50)
+        settings = Settings(args.data, args.ref_epochs, args.ref_batch, args.ref_lr, val_per_class=50,
+                            reference_only=args.reference_only)
         if jobs:
             import multiprocessing as mp
 
@@ -498,6 +557,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"no rows in {args.csv}")
         return 1
     stats = compute_stats(rows, args.resamples)
+    if not args.reference_only and args.long_csv.is_file():
+        stats["long_reference"] = long_reference_stats(rows, read_rows(args.long_csv), args.resamples)
     config = {"space": SPACE, "resolution": RESOLUTION, "macs_cap": args.macs_cap, "specs": args.specs,
               "second_seed": args.second_seed, "alt_proxy": ALT_PROXY,
               "bootstrap": {"resamples": args.resamples, "level": LEVEL, "method": "percentile, specs resampled"},
