@@ -37,7 +37,7 @@ REQUIRED_COLUMNS = ("device", "precision", "arch", "latency_ms", "status")
 OPTIONAL_COLUMNS = ("batch", "resolution", "classes", "notes")
 STATUSES = ("ok", "failure")
 #: The seed's table (7 devices, 6 architectures at 112 px, 89 classes), shipped with the package.
-SEED_TABLE = Path(__file__).resolve().parent / "data" / "seed_latency.csv"
+SEED_TABLE = Path(__file__).resolve().parent / "resources" / "seed_latency.csv"
 
 
 @dataclass(frozen=True)

@@ -67,11 +67,15 @@ def test_wheel_installs_and_runs_outside_the_repo(repo_root: Path, tmp_path: Pat
 
     # package data declared in pyproject ships (every file the globs match in the source at build time)
     package_data = tomllib.loads((src / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    shipped = 0
     for package, patterns in package_data.items():
+        folder = package.replace(".", "/")
         for pattern in patterns:
-            for path in (src / package).glob(pattern):
-                installed = fresh_site / package / path.relative_to(src / package)
+            for path in (src / folder).glob(pattern):
+                installed = fresh_site / folder / path.relative_to(src / folder)
                 assert installed.is_file() and installed.read_bytes() == path.read_bytes(), installed
+                shipped += 1
+    assert shipped >= 2, "the bundled tables (seed latency, seed class counts) must ship in the wheel"
 
     proc = _run([str(venv / "bin" / "nas"), "--help"], cwd, env)
     assert proc.stdout.startswith("usage: nas") and "arch" in proc.stdout

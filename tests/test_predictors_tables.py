@@ -117,5 +117,5 @@ def test_missing_file_and_no_table(tmp_path):
 
 def test_shipped_seed_is_the_package_copy():
     assert SEED_TABLE.name == "seed_latency.csv"
-    assert SEED_TABLE.parent.name == "data" and SEED_TABLE.parent.parent.name == "predictors"
+    assert SEED_TABLE.parent.name == "resources" and SEED_TABLE.parent.parent.name == "predictors"
     assert (SEED_TABLE.parent / "PROVENANCE.md").is_file()

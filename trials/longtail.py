@@ -8,7 +8,7 @@ of asking a small class for more images than it has.
 
 - ``"exp:IF"``: ``n_i = floor(n_max · IF^(−i/(C−1)))`` (the CIFAR-10-LT rule; ``n_max`` is the largest
   class, a tiny ``1e-9`` is added before the floor so that ``5000 · 100^(−1)`` stays 50).
-- ``"seed"``: the seed's training-set class sizes (``data/seed_class_counts.csv``, 89 classes, 4609 → 8)
+- ``"seed"``: the seed's training-set class sizes (``resources/seed_class_counts.csv``, 89 classes, 4609 → 8)
   sorted descending and scaled so that the first equals ``n_max``. With ``C ≤ 89`` classes the first ``C``
   values are used; with more, the 89 sorted values are resampled at ``C`` evenly spaced quantiles (linear
   interpolation), which keeps the seed's overall imbalance factor (576).
@@ -30,7 +30,7 @@ import numpy as np
 
 from trials.errors import DataError
 
-SEED_COUNTS_FILE = Path(__file__).parent / "data" / "seed_class_counts.csv"
+SEED_COUNTS_FILE = Path(__file__).parent / "resources" / "seed_class_counts.csv"
 _EPS = 1e-9  # guards floor() against 49.99999999 where the exact product is an integer
 
 
