@@ -78,6 +78,12 @@ def test_committed_csv_reproduces_the_committed_figures() -> None:
         assert mine["tau"] == pytest.approx(theirs["tau"]) and mine["rho"] == pytest.approx(theirs["rho"])
         lo, hi = theirs["tau_ci"]
         assert -1 <= lo <= hi <= 1 and math.isfinite(mine["tau"])
+    long_csv = CSV.parent / "proxy_fidelity_long_reference.csv"
+    if long_csv.is_file() and committed.get("long_reference"):
+        longer = pf.long_reference_stats(rows, pf.read_rows(long_csv), resamples=50)
+        assert longer is not None and longer["n"] == committed["long_reference"]["n"]
+        assert longer["short_vs_long"]["tau"] == pytest.approx(committed["long_reference"]["short_vs_long"]["tau"])
+        stats["long_reference"] = longer
     assert "τ vs bal" in pf.format_table(stats)
 
 
