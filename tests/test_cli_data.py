@@ -20,13 +20,7 @@ from trials.train import TrainConfig
 TINY = ArchSpec((1, 1, 1, 1), (0.25, 0.25, 0.25, 0.25), resolution=32, num_classes=10)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small tensors on 2 shared, busy cores: one intra-op thread is ~10× faster than two fighting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

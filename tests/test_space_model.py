@@ -6,7 +6,7 @@ numeric checks run on real tensors at 32 px.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,13 +24,7 @@ from search_space.spec import STAGE_BASE_WIDTHS
 BLOCKS = ["repvgg", "qarepvgg"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Small tensors gain nothing from intra-op threads, and on shared cores the threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def n_params(model: nn.Module) -> int:

@@ -21,13 +21,7 @@ from trials.transforms import store_size
 RNG = np.random.default_rng(0)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small tensors on 2 shared, busy cores: one intra-op thread is ~10× faster than two fighting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _image(path: Path, size: tuple[int, int] = (40, 30), mode: str = "RGB") -> None:

@@ -17,14 +17,7 @@ from trials.data import load_data
 from trials.errors import DataError
 from trials.evaluate import evaluate, save_confusion_png
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small tensors on 2 shared, busy cores: one intra-op thread is ~10× faster than two fighting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Oracle(nn.Module):

@@ -6,7 +6,6 @@ import itertools
 import json
 import math
 from collections import Counter
-from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
@@ -23,13 +22,7 @@ from trials.train import TrainConfig, lr_factor, param_groups, train
 TINY = ArchSpec((1, 1, 1, 1), (0.25, 0.25, 0.25, 0.25), resolution=32, num_classes=10)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One torch thread: small models run fastest that way on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
