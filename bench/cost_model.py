@@ -32,6 +32,7 @@ from typing import Any
 
 from search_space import ArchSpec, analyze, get_preset
 from search_space.io import atomic_write
+from trials.latency import cpu_name
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cost_model.json"
 #: Per-stage depth ranges and width choices of the random specs (a RepVGG-A/B-like space).
@@ -190,11 +191,7 @@ def machine_info() -> dict[str, Any]:
     """CPU model, core count, Python and torch versions."""
     import torch
 
-    cpu = platform.processor() or "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                    if line.startswith("model name")), cpu)
+    cpu = cpu_name()
     return {
         "cpu": cpu,
         "cpu_count": os.cpu_count(),

@@ -41,6 +41,7 @@ from torch import nn
 from search_space import get_preset
 from search_space.io import atomic_write
 from search_space.model import build_model
+from trials.latency import cpu_name
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_speed.json"
 
@@ -90,14 +91,7 @@ def bootstrap_median(values: Sequence[float], n_boot: int = 2000, seed: int = 0)
 
 def machine_info(threads: int) -> dict[str, Any]:
     """What the figures ran on."""
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     import timm
 
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": threads, "torch": torch.__version__,

@@ -144,13 +144,18 @@ class Measurement:
         return d
 
 
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere) and its core count."""
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` or the machine type elsewhere)."""
     name = ""
     with contextlib.suppress(OSError):
         lines = [x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.lower().startswith("model name")]
         name = lines[0].split(":", 1)[1].strip() if lines else ""
-    return f"{name or platform.processor() or platform.machine()} x{os.cpu_count() or 1}"
+    return name or platform.processor() or platform.machine()
+
+
+def cpu_model() -> str:
+    """The CPU's model name and its core count, e.g. ``AMD EPYC x2``."""
+    return f"{cpu_name()} x{os.cpu_count() or 1}"
 
 
 def _session_options(threads: int):
