@@ -29,7 +29,7 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def randomize_bn() -> Callable[[Any, int], Any]:
     """A function ``(model, seed) -> model`` giving every BatchNorm random running stats and affine params.
 

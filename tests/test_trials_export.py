@@ -31,19 +31,6 @@ SPEC = "qarepvgg_d1-1-1-1_w0.25-0.25-0.25-0.25_g1_r32_c10"
 FAST = {"warmup": 1, "runs": 3, "sessions": 1}
 
 
-def _random_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Non-trivial BN statistics, so a wrong fusion cannot pass as the identity."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
-            n = bn.num_features
-            bn.running_mean.copy_(torch.randn(n, generator=gen) * 0.2)
-            bn.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
-            bn.weight.copy_(torch.rand(n, generator=gen) * 0.8 + 0.4)
-            bn.bias.copy_(torch.randn(n, generator=gen) * 0.2)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def data():
     from trials.data import load_data
@@ -52,9 +39,9 @@ def data():
 
 
 @pytest.fixture(scope="module")
-def model():
+def model(randomize_bn):
     torch.manual_seed(0)
-    return _random_bn(build_model(resolve_arch(SPEC)))
+    return randomize_bn(build_model(resolve_arch(SPEC))).eval()
 
 
 @pytest.fixture(scope="module")
