@@ -39,11 +39,12 @@ from torch.utils.data import Subset
 
 from search_space import resolve_arch
 from search_space.io import atomic_write
+from trials.config import TrainConfig
 from trials.data import load_data
 from trials.export import export_model
 from trials.latency import cpu_model
 from trials.onnx_export import default_reduce_range
-from trials.train import TrainConfig, train
+from trials.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "int8_drop.json"

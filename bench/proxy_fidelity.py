@@ -209,9 +209,10 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
 def run_job(job: tuple[dict[str, Any], int]) -> dict[str, Any]:
     """Reference training (and, for seed 0, the proxies and zero-cost scores) of one spec."""
     from search_space.spec import ArchSpec
+    from trials.config import TrainConfig
     from trials.evaluate import evaluate
     from trials.proxy import ProxyConfig, proxy_accuracy
-    from trials.train import TrainConfig, train
+    from trials.train import train
     from trials.zero_cost import zero_cost_scores
 
     info, seed = job

@@ -13,7 +13,7 @@ from search_space import (
     ArchSpec,
     MemoryStrategy,
     analyze,
-    resolve_arch,
+    parse_arch,
 )
 from search_space.errors import SpecError
 
@@ -54,16 +54,12 @@ def arch_table(
 ) -> list[dict[str, object]]:
     """The seed's model-analysis table (by default its eight rows at 112 px, 89 classes), from the cost model.
 
-    ``resolution``/``num_classes`` override every row; ``None`` keeps a spec string's own value and puts
-    presets at the seed's 112 px / 89 classes.
+    ``resolution``/``num_classes`` override every row; ``None`` keeps what a spec string states and puts
+    what the text leaves open (every field of a preset) at the seed's 112 px / 89 classes.
     """
-    rows = []
-    for name in names:
-        own = "_" in name  # a spec string carries its own resolution and class count
-        res = resolution if resolution is not None or own else SEED_RESOLUTION
-        classes = num_classes if num_classes is not None or own else SEED_CLASSES
-        rows.append(arch_row(name, resolve_arch(name, res, classes), memory))
-    return rows
+    return [arch_row(name, parse_arch(name).resolve(resolution, num_classes, default_resolution=SEED_RESOLUTION,
+                                                    default_classes=SEED_CLASSES), memory)
+            for name in names]
 
 
 def preset_rows() -> list[dict[str, object]]:

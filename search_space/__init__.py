@@ -16,12 +16,15 @@ from search_space.cost import (
 )
 from search_space.errors import NasError, SpecError
 from search_space.presets import (
+    OPEN_FIELDS,
     PRESETS,
     SEED_CLASSES,
     SEED_RESOLUTION,
     SEED_ROWS,
+    ArchRef,
     Preset,
     get_preset,
+    parse_arch,
     preset_name,
     resolve_arch,
 )
@@ -33,10 +36,12 @@ __all__ = [
     "GROUP_CHOICES",
     "INT8",
     "MEMORY_STRATEGIES",
+    "OPEN_FIELDS",
     "PRESETS",
     "SEED_CLASSES",
     "SEED_RESOLUTION",
     "SEED_ROWS",
+    "ArchRef",
     "ArchSpec",
     "ConvLayer",
     "CostReport",
@@ -48,6 +53,7 @@ __all__ = [
     "analyze",
     "get_preset",
     "layer_plan",
+    "parse_arch",
     "parse_spec",
     "preset_name",
     "resolve_arch",

@@ -74,6 +74,67 @@ def get_preset(name: str) -> Preset:
     raise SpecError(f"unknown preset {name!r}", f"known presets: {', '.join(PRESETS)}")
 
 
+#: Spec fields an architecture reference can leave open (a preset fixes none of them; a spec string fixes
+#: its block and whichever of ``_g``/``_r``/``_c`` it writes).
+OPEN_FIELDS = ("block", "groups", "resolution", "num_classes")
+_FIELD_LETTER = {"g": "groups", "r": "resolution", "c": "num_classes"}
+
+
+@dataclass(frozen=True)
+class ArchRef:
+    """What a user wrote to name an architecture: a preset name or a spec string, parsed once.
+
+    ``spec`` is the reference at the official defaults (224 px, 1000 classes, repvgg, g1 for what the
+    text leaves open); ``fixed`` holds the :data:`OPEN_FIELDS` the text states itself. Every caller turns
+    a reference into a spec with :meth:`resolve`, so "preset or spec string?" is decided here only.
+    """
+
+    text: str
+    spec: ArchSpec
+    preset: Preset | None
+    fixed: frozenset[str]
+
+    @property
+    def is_preset(self) -> bool:
+        """True when the text named a preset."""
+        return self.preset is not None
+
+    def fixes(self, name: str) -> bool:
+        """True when the text itself states ``name`` (one of :data:`OPEN_FIELDS`)."""
+        return name in self.fixed
+
+    def resolve(
+        self,
+        resolution: int | None = None,
+        num_classes: int | None = None,
+        block: str | None = None,
+        *,
+        default_resolution: int = 224,
+        default_classes: int = 1000,
+    ) -> ArchSpec:
+        """The spec: a value given here wins, else the text's own value, else the default."""
+        changes: dict[str, object] = {}
+        for name, given, default in (("resolution", resolution, default_resolution),
+                                     ("num_classes", num_classes, default_classes), ("block", block, None)):
+            if given is not None:
+                changes[name] = given
+            elif default is not None and not self.fixes(name):
+                changes[name] = default
+        return self.spec.replace(**changes) if changes else self.spec
+
+
+def parse_arch(text: str) -> ArchRef:
+    """Parse a preset name (``A0``, case-insensitive) or a spec string; invalid text raises :class:`SpecError`."""
+    clean = text.strip()
+    if "_" not in clean:  # preset names never contain "_"; every spec string does
+        preset = get_preset(clean)
+        return ArchRef(clean, preset.spec(), preset, frozenset())
+    spec = parse_spec(clean)
+    letters = {part[:1] for part in clean.split("_")[1:]}
+    fixed = {"block"} | {name for letter, name in _FIELD_LETTER.items() if letter in letters}
+    return ArchRef(clean, spec, None, frozenset(fixed))
+
+
 def resolve_arch(
     text: str,
     resolution: int | None = None,
@@ -82,16 +143,9 @@ def resolve_arch(
 ) -> ArchSpec:
     """Turn a preset name or a spec string into an :class:`ArchSpec`, overriding fields that are given.
 
-    A preset without overrides resolves at 224 px and 1000 classes (the official setting).
+    What the text leaves open resolves at 224 px and 1000 classes (the official setting); see :class:`ArchRef`.
     """
-    text = text.strip()
-    spec = parse_spec(text) if "_" in text else get_preset(text).spec()
-    changes = {
-        k: v
-        for k, v in (("resolution", resolution), ("num_classes", num_classes), ("block", block))
-        if v is not None
-    }
-    return spec.replace(**changes) if changes else spec
+    return parse_arch(text).resolve(resolution, num_classes, block)
 
 
 def preset_name(spec: ArchSpec) -> str | None:

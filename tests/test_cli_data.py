@@ -15,7 +15,7 @@ from nas.cli import main
 from search_space.model import build_model
 from search_space.spec import ArchSpec
 from trials.checkpoint import save_checkpoint
-from trials.train import TrainConfig
+from trials.config import TrainConfig
 
 TINY = ArchSpec((1, 1, 1, 1), (0.25, 0.25, 0.25, 0.25), resolution=32, num_classes=10)
 
@@ -112,7 +112,7 @@ def test_eval_reloads_the_data_the_checkpoint_records(
 ) -> None:
     import warnings
 
-    from nas.data import checkpoint_data_settings
+    from nas.reports import checkpoint_data_settings
     from trials.data import DataWarning, load_data
 
     with warnings.catch_warnings():

@@ -21,15 +21,15 @@ QUICK = ["--epochs", "1", "--max-steps", "4", "--batch-size", "16", "--calibrati
 @pytest.fixture(autouse=True)
 def _quick_latency(monkeypatch):
     """A short timing protocol: these tests check the plumbing, not the figures."""
-    import nas.export
+    import nas.deploy
 
-    real = nas.export.export_model
+    real = nas.deploy.export_model
 
     def quick(*args, **kwargs):
         kwargs["latency_protocol"] = {"warmup": 1, "runs": 3, "sessions": 1}
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(nas.export, "export_model", quick)
+    monkeypatch.setattr(nas.deploy, "export_model", quick)
 
 
 def _run_onnx(path: Path, x: np.ndarray) -> np.ndarray:

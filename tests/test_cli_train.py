@@ -11,7 +11,7 @@ import torch
 
 from nas.cli import main
 from nas.cli import train as cli_train
-from nas.train import HISTORY_COLUMNS
+from nas.runs import HISTORY_COLUMNS
 from trials.checkpoint import load_checkpoint
 from trials.losses import LOSSES
 

@@ -10,9 +10,10 @@ import torch
 from search_space.spec import ArchSpec
 from trials import checkpoint as ckpt_mod
 from trials.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from trials.config import TrainConfig
 from trials.data import load_data
 from trials.errors import TrainError
-from trials.train import TrainConfig, train
+from trials.train import train
 
 TINY = ArchSpec((1, 1, 1, 1), (0.25, 0.25, 0.25, 0.25), resolution=32, num_classes=10)
 
@@ -46,9 +47,9 @@ def trained(tmp_path_factory, digits) -> Path:
                                                        ("eqlv2", "class_balanced", "digits")])
 def test_resume_equals_an_uninterrupted_run(tmp_path, request, loss, sampler, data) -> None:
     bundle = request.getfixturevalue(data)
-    full = train(TINY, bundle, _cfg(loss=loss, sampler=sampler), out_dir=tmp_path / "full")
-    train(TINY, bundle, _cfg(loss=loss, sampler=sampler, epochs=1), out_dir=tmp_path / "split")
-    resumed = train(TINY, bundle, _cfg(loss=loss, sampler=sampler), out_dir=tmp_path / "split", resume=True)
+    full = train(TINY, bundle, _cfg(loss=loss, data_sampler=sampler), out_dir=tmp_path / "full")
+    train(TINY, bundle, _cfg(loss=loss, data_sampler=sampler, epochs=1), out_dir=tmp_path / "split")
+    resumed = train(TINY, bundle, _cfg(loss=loss, data_sampler=sampler), out_dir=tmp_path / "split", resume=True)
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert a.keys() == b.keys()
     for key in a:

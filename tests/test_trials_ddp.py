@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent(
     data = SimpleNamespace(train=TensorDataset(x, y), val=TensorDataset(x[:10], y[:10]),
                            classes=list("abcd"), train_counts=[10] * 4)
     spec = ArchSpec((1, 1, 1, 1), (0.25,) * 4, resolution=32, num_classes=4)
-    cfg = T.TrainConfig(epochs=2, batch_size=5, lr=0.05, device="cpu", sampler=sys.argv[2])
+    cfg = T.TrainConfig(epochs=2, batch_size=5, lr=0.05, device="cpu", data_sampler=sys.argv[2])
     events = []
     result = T.train(spec, data, cfg, out_dir=out, on_progress=events.append)
     checksum = sum(float(p.double().sum()) for p in result.model.parameters())  # BN buffers stay per rank

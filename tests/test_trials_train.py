@@ -13,11 +13,12 @@ import torch
 from torch.utils.data import TensorDataset
 
 from search_space.spec import ArchSpec
+from trials.config import TrainConfig
 from trials.data import load_data
 from trials.distributed import EpochSampler, accuracy_from_confusion
 from trials.errors import TrainError
 from trials.evaluate import result_from_predictions
-from trials.train import TrainConfig, lr_factor, param_groups, train
+from trials.train import lr_factor, param_groups, train
 
 TINY = ArchSpec((1, 1, 1, 1), (0.25, 0.25, 0.25, 0.25), resolution=32, num_classes=10)
 
@@ -81,7 +82,7 @@ def test_config_is_json_able_and_validated() -> None:
     assert cfg.effective_lr() == pytest.approx(0.0125)  # the seed's "lr 0.1, batch 32"
     assert cfg.effective_lr(world_size=8) == pytest.approx(0.1)
     assert TrainConfig(lr=0.1).effective_lr() == 0.1
-    for bad, match in [({"loss": "focal"}, "eqlv2"), ({"sampler": "x"}, "class_balanced"),
+    for bad, match in [({"loss": "focal"}, "eqlv2"), ({"data_sampler": "x"}, "class_balanced"),
                        ({"lr_scaling": "sqrt"}, "linear"), ({"epochs": 0}, "epochs"), ({"lr": -1.0}, "lr"),
                        ({"label_smoothing": 1.0}, "label_smoothing"), ({"max_steps": 0}, "max_steps")]:
         with pytest.raises(TrainError, match=match):
@@ -130,7 +131,7 @@ def test_max_steps_caps_training_and_the_schedule() -> None:
 
 @pytest.mark.parametrize("loss", ["eqlv2", "balanced_softmax", "logit_adjust"])
 def test_long_tail_losses_and_balanced_sampler_train(loss: str) -> None:
-    cfg = TrainConfig(epochs=1, batch_size=8, loss=loss, sampler="class_balanced", device="cpu")
+    cfg = TrainConfig(epochs=1, batch_size=8, loss=loss, data_sampler="class_balanced", device="cpu")
     assert math.isfinite(train(TINY.replace(num_classes=4), _random_bundle(), cfg).metrics["train_loss"])
 
 

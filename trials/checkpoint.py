@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,10 +32,8 @@ from search_space.errors import NasError
 from search_space.io import atomic_write
 from search_space.model import RepVGG, build_model, reparameterize
 from search_space.spec import ArchSpec
+from trials.config import TrainConfig
 from trials.errors import TrainError
-
-if TYPE_CHECKING:
-    from trials.train import TrainConfig
 
 FORMAT = "repvgg-hwnas-checkpoint"
 VERSION = 1
@@ -107,8 +105,6 @@ def model_from_checkpoint(
     plain 3×3 convs (equal outputs in eval mode). The state dict is loaded strictly: any missing or
     unexpected tensor is an error, never silently skipped.
     """
-    from trials.train import TrainConfig  # late import: trials.train imports this module
-
     state = load_checkpoint(path)
     spec = spec_from_checkpoint(state, path)
     form = state.get("model_form", "train")

@@ -33,9 +33,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from trials.config import LOSSES
 from trials.errors import TrainError
-
-LOSSES = ("ce", "eqlv2", "balanced_softmax", "logit_adjust")
 
 
 def log_prior(class_counts: Sequence[int]) -> torch.Tensor:

@@ -26,9 +26,10 @@ from torch.utils.data import Dataset, TensorDataset
 
 from search_space.spec import MIN_RESOLUTION, ArchSpec
 from trials.checkpoint import rng_state, set_rng_state
+from trials.config import TrainConfig
 from trials.distributed import dataset_labels, torch_threads
 from trials.errors import TrainError
-from trials.train import TrainConfig, train
+from trials.train import train
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class ProxyConfig:
     val_per_class   validation images kept per class; None keeps all
     epochs          passes over the subset …
     max_steps       … but never more optimizer steps than this (bounds the cost of big specs)
-    batch_size, lr, warmup_epochs, weight_decay, label_smoothing, loss, sampler   as in TrainConfig
+    batch_size, lr, warmup_epochs, weight_decay, label_smoothing, loss, data_sampler   as in TrainConfig
     seed            fixes the subset, the initialization and the batch order
     threads         torch CPU threads during the run (1: results independent of the core count and
                     robust on a shared machine; None: the caller's setting)
@@ -61,7 +62,7 @@ class ProxyConfig:
     weight_decay: float = 4e-5
     label_smoothing: float = 0.1
     loss: str = "ce"
-    sampler: str = "none"
+    data_sampler: str = "none"
     seed: int = 0
     threads: int | None = 1
 
@@ -82,7 +83,7 @@ class ProxyConfig:
         return TrainConfig(
             epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, warmup_epochs=self.warmup_epochs,
             weight_decay=self.weight_decay, label_smoothing=self.label_smoothing, loss=self.loss,
-            sampler=self.sampler, seed=self.seed, max_steps=self.max_steps, device="cpu", num_workers=0,
+            data_sampler=self.data_sampler, seed=self.seed, max_steps=self.max_steps, device="cpu", num_workers=0,
         )
 
     def to_dict(self) -> dict[str, Any]:

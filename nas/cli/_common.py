@@ -29,6 +29,37 @@ def add_format(parser: argparse.ArgumentParser, default: str = "table") -> None:
     )
 
 
+class _RenamedFlag(argparse.Action):
+    """A hidden old spelling of a flag: does what the new flag does, after one deprecation line on stderr."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, *, new: str, inner: type[argparse.Action],
+                 **kwargs: Any) -> None:
+        self.new = new
+        self.inner = inner(option_strings, dest, **kwargs)
+        super().__init__(option_strings, dest, nargs=self.inner.nargs, const=self.inner.const,
+                         default=argparse.SUPPRESS, type=self.inner.type, choices=self.inner.choices,
+                         help=argparse.SUPPRESS, metavar=self.inner.metavar)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        message(f"[yellow]note:[/] {option_string} is deprecated; use {self.new}")
+        self.inner(parser, namespace, values, option_string)
+
+
+def add_renamed(container: argparse._ActionsContainer, old: str, new: str) -> None:
+    """Keep ``old`` working as a hidden alias of the already-added flag ``new`` (same destination and
+    behaviour), with a one-line deprecation note when it is used."""
+    target = next((a for a in container._actions if new in a.option_strings), None)
+    if target is None:
+        raise ValueError(f"add {new} before its old spelling {old}")
+    kwargs: dict[str, Any] = {"inner": type(target), "new": new}
+    if isinstance(target, (argparse._StoreAction, argparse._AppendAction)):
+        kwargs.update(type=target.type, choices=target.choices, metavar=target.metavar, nargs=target.nargs)
+    elif type(target) in (argparse._StoreConstAction, argparse._AppendConstAction):
+        kwargs["const"] = target.const
+    container.add_argument(old, dest=target.dest, action=_RenamedFlag, **kwargs)
+
+
 def message(text: str) -> None:
     """A message for the user, on stderr (never mixed into data on stdout)."""
     stderr.print(text)

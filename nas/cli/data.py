@@ -80,7 +80,7 @@ def _add_data_options(p: argparse.ArgumentParser, defaults_from_checkpoint: bool
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from nas.data import stats_outputs
+    from nas.reports import stats_outputs
     from trials.stats import SMALL_SIDE
 
     stats, files = stats_outputs(args.path, args.out_dir)
@@ -125,7 +125,7 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from nas.data import eval_checkpoint
+    from nas.reports import eval_checkpoint
     from trials.data import DataWarning
 
     splits = ["val", "train"] if args.split == "both" else [args.split]

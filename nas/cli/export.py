@@ -11,7 +11,7 @@ from nas.objectives import Limits
 from nas.pareto import PICKS
 from nas.storage import DEFAULT_STORAGE
 
-PARETO_PICKS = (*PICKS, "all")  # = nas.export.PARETO_PICKS; nas.export imports torch, `nas --help` must not
+PARETO_PICKS = (*PICKS, "all")  # = nas.deploy.PARETO_PICKS; nas.deploy imports torch, `nas --help` must not
 
 EPILOG = """examples:
   nas export --arch N1 --resolution 32 --epochs 30 --out export/n1
@@ -72,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train_config(args: argparse.Namespace) -> Any:
-    from trials.train import TrainConfig
+    from trials.config import TrainConfig
 
     given = {k: v for k, v in config_overrides(args).items() if v is not None}
     return TrainConfig.from_dict({**TrainConfig().to_dict(), **given})
@@ -92,7 +92,7 @@ def _usage(text: str) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Run ``nas export``; exit 1 when any export failed (nothing of it is left behind)."""
-    from nas.export import DataOptions, ExportOptions, export_arch, export_pareto, export_trial
+    from nas.deploy import DataOptions, ExportOptions, export_arch, export_pareto, export_trial
 
     if not (args.arch or args.trial is not None or args.pareto or args.checkpoint):
         return _usage("give --arch, --trial, --pareto or --checkpoint")

@@ -93,7 +93,7 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "lr_scaling": args.lr_scaling,
         "warmup_epochs": args.warmup_epochs, "weight_decay": args.weight_decay, "nesterov": args.nesterov,
-        "loss": args.loss, "label_smoothing": args.label_smoothing, "sampler": args.sampler,
+        "loss": args.loss, "label_smoothing": args.label_smoothing, "data_sampler": args.sampler,
         "max_steps": args.max_steps, "seed": args.seed, "device": args.device, "amp": args.amp,
         "channels_last": args.channels_last, "num_workers": args.workers,
     }
@@ -102,7 +102,7 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from nas.train import HISTORY_COLUMNS, run_training
+    from nas.runs import HISTORY_COLUMNS, run_training
 
     main = int(os.environ.get("RANK", "0")) == 0
     if args.threads:

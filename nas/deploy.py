@@ -27,11 +27,11 @@ from typing import Any
 
 import optuna
 
-from nas.data import checkpoint_data_settings
 from nas.objectives import Limits
 from nas.pareto import PICKS, pareto_front, pick
+from nas.reports import checkpoint_data_settings
+from nas.runs import DATA_DEFAULTS
 from nas.storage import DEFAULT_STORAGE, load_study, mask_url, storage_errors
-from nas.train import DATA_DEFAULTS
 from search_space import ArchSpec, resolve_arch
 from search_space.errors import NasError
 from search_space.io import atomic_write
@@ -58,7 +58,7 @@ class ExportOptions:
 class DataOptions:
     """Which data trains and checks the model (see :func:`trials.data.load_data`).
 
-    ``None`` means "not given": training then uses :data:`nas.train.DATA_DEFAULTS` and the training
+    ``None`` means "not given": training then uses :data:`nas.runs.DATA_DEFAULTS` and the training
     seed; a checkpoint export uses what the checkpoint recorded, so the validation split is the one the
     model was not trained on. ``path=None`` with nothing recorded is the embedded digits.
     """
@@ -184,7 +184,8 @@ def export_arch(
         if resolution is not None and isinstance(arch, ArchSpec) and spec.resolution != resolution:
             spec = spec.replace(resolution=resolution)
         predicted = predicted_latency(spec, options.hardware)  # fails fast on a bad hardware table
-        from trials.train import TrainConfig, train
+        from trials.config import TrainConfig
+        from trials.train import train
 
         config = config or TrainConfig()
         settings = data.settings({"seed": config.seed})  # the split seed is the training seed, as in nas train

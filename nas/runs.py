@@ -103,8 +103,9 @@ def run_training(
     :class:`trials.train.TrainConfig` fields that differ from the defaults (or, when resuming, from the
     checkpoint's config). Keys whose value is None are ignored.
     """
+    from trials.config import TrainConfig
     from trials.data import load_data
-    from trials.train import TrainConfig, train
+    from trials.train import train
 
     note = on_note or (lambda _text: None)
     out = Path(out_dir).expanduser()
@@ -134,7 +135,7 @@ def run_training(
     cfg.validate()
     if resume:  # refuse a changed config before spending time on the data (train() checks all again)
         from trials.checkpoint import check_resume
-        from trials.train import RESUME_FREE
+        from trials.config import RESUME_FREE
 
         state = recorded["state"]
         check_resume(state, old_spec, cfg.to_dict(), list(state["classes"]), out / "last.pt", RESUME_FREE)
