@@ -1,17 +1,18 @@
-"""Per-device latency predictors fitted on a hardware table, with intervals and feasibility; JSON in and out.
+"""A fitted per-device latency predictor: point prediction, calibrated interval, domain, feasibility; JSON.
 
-``fit_predictors(table)`` fits one :class:`DevicePredictor` per device key. For the default family
-(``shrink``, see :mod:`predictors.families`) device D's coefficients are shrunk toward the mean *shape* of the
-other devices in the table (devices with at least :data:`PRIOR_MIN_POINTS` measured points), with λ chosen by
-leave-one-out on D's own points. Everything :meth:`DevicePredictor.predict` needs is precomputed, so a
+:class:`DevicePredictor` is built by :func:`fit_predictors` below (or loaded with
+:meth:`DevicePredictor.from_json`). Everything :meth:`DevicePredictor.predict` needs is precomputed, so a
 prediction costs a cached cost-model lookup and a few dot products (microseconds).
 
-Intervals: the log-scale residual ``s`` is the root mean square of the training points' leave-one-out log
-residuals, pooled with a prior scale :data:`PRIOR_SCALE` worth :data:`PRIOR_SCALE_WEIGHT` points (so two or
-three points cannot claim a tiny error). The half-width ``w = z·s·(1 + d)`` grows with ``d``, the log-ratio
-distance from the spec's features to the nearest measured architecture (:func:`predictors.features.log_distance`):
-``[ms·e^(−w), ms·e^(w)]``. ``z`` = 1.645 is nominally 90 %; the achieved leave-one-out coverage is reported by
-``nas hw fit`` and the benchmark — with 3–6 points per device it is a rough guide, not a guarantee.
+* **Point**: ``ms = x·β`` over the family's features (:mod:`predictors.families`).
+* **Interval** (nominally 90 %, :mod:`predictors.calibration`): ``[ms·e^(−w), ms·e^(w)]`` with
+  ``w = q·(1 + d)``, ``q`` the split-conformal quantile of the device's honest leave-one-out scores and ``d``
+  the spec's distance from the device's measured domain.
+* **Domain** (:mod:`predictors.domain`): a spec outside the measured box is ``extrapolated``, and
+  ``extrapolation`` says where and how far.
+* **Feasibility** (:mod:`predictors.feasibility`): certain only where every memory hypothesis agrees.
+
+How the coefficients, λ and the interval's scores are fitted: :mod:`predictors.fitting`.
 """
 
 from __future__ import annotations
@@ -24,25 +25,27 @@ from typing import Any
 
 import numpy as np
 
+from predictors.calibration import COVERAGE as COVERAGE_NOMINAL
+from predictors.calibration import half_width
+from predictors.domain import Domain
 from predictors.errors import PredictorError
-from predictors.families import DEFAULT_FAMILY, Family, device_shape, fit_family, get_family, mean_shape
+from predictors.families import AUTO, DEFAULT_FAMILY, Family, get_family
 from predictors.feasibility import MemoryBounds, memory_bounds
-from predictors.features import REFERENCE, log_distance, spec_features
+from predictors.features import REFERENCE, spec_features
+from predictors.fitting import TableFits, select_family
 from predictors.tables import HardwareTable, resolve_device
 from search_space import ArchSpec
 from search_space.errors import SpecError
 
-Z = 1.645
-PRIOR_SCALE = 0.15  # log-scale residual assumed before any point is seen (~15 %)
-PRIOR_SCALE_WEIGHT = 2.0  # …worth this many points when pooled with the device's own residuals
-PRIOR_MIN_POINTS = 3  # a device contributes to the cross-device prior only with at least this many points
 JSON_FORMAT = "repvgg-hwnas/latency-predictor"
-JSON_VERSION = 1
+JSON_VERSION = 2
+INTERVAL_BASES = ("own", "pooled", "floor")
 
 
 @dataclass(frozen=True)
 class LatencyPrediction:
-    """Predicted batch-1 latency of one spec on one device, its interval, and whether it runs at all."""
+    """Predicted batch-1 latency of one spec on one device, its interval, whether it runs, and whether the
+    spec lies outside what the device's table measured."""
 
     device: str
     precision: str
@@ -51,18 +54,24 @@ class LatencyPrediction:
     high: float
     feasible: bool
     reason: str | None
-    uncertain: bool = False  # feasibility is uncertain (peak memory between the measured bounds)
+    uncertain: bool = False  # feasibility is uncertain (the memory hypotheses disagree)
+    extrapolated: bool = False  # the spec lies outside the measured domain
+    extrapolation: str = ""  # where and how far, e.g. "MACs 0.5 M below the measured 36.9–573 M"; "" inside
+    distance: float = 0.0  # domain distance (natural-log ratio beyond the measured range; 0 inside)
 
 
 class DevicePredictor:
     """A fitted latency + feasibility model of one device and precision.
 
-    Built by :func:`fit_predictors` or :meth:`from_json`; immutable after construction.
+    Built by :func:`predictors.fit_predictors` or :meth:`from_json`; immutable after construction.
+    ``interval_scale`` is the conformal quantile ``q`` and ``interval_basis`` says whose scores it came from
+    (``"own"``, ``"pooled"`` with other devices, or the ``"floor"``).
     """
 
     def __init__(self, *, device: str, precision: str, family: str, beta: Sequence[float], lam: float,
-                 prior: Sequence[float] | None, residual_scale: float, train_specs: Sequence[str],
-                 train_latency_ms: Sequence[float], memory: MemoryBounds, key: str | None = None) -> None:
+                 prior: Sequence[float] | None, interval_scale: float, interval_basis: str,
+                 train_specs: Sequence[str], train_latency_ms: Sequence[float], memory: MemoryBounds,
+                 key: str | None = None) -> None:
         self.device = device
         self.precision = precision
         self.key = key or device
@@ -70,10 +79,15 @@ class DevicePredictor:
         self.beta = np.asarray(beta, dtype=float)
         if self.beta.shape != (len(self.family.features),) or not np.all(np.isfinite(self.beta)):
             raise PredictorError(f"predictor of {device!r}: {len(self.beta)} coefficients for "
-                                 f"{len(self.family.features)} features", "refit with `nas hw fit --save`")
+                                 f"{len(self.family.features)} features", "refit the predictor")
         self.lam = float(lam)
         self.prior = None if prior is None else np.asarray(prior, dtype=float)
-        self.residual_scale = float(residual_scale)
+        self.interval_scale = float(interval_scale)
+        if not (math.isfinite(self.interval_scale) and self.interval_scale >= 0) \
+                or interval_basis not in INTERVAL_BASES:
+            raise PredictorError(f"predictor of {device!r}: bad interval scale {interval_scale!r} "
+                                 f"({interval_basis!r})", "refit the predictor")
+        self.interval_basis = interval_basis
         self.train_specs = tuple(train_specs)
         self.train_latency_ms = tuple(float(t) for t in train_latency_ms)
         self.memory = memory
@@ -81,13 +95,15 @@ class DevicePredictor:
             specs = [ArchSpec.parse(s) for s in self.train_specs]
         except SpecError as exc:
             raise PredictorError(f"predictor of {device!r} names a bad spec: {exc}") from exc
-        train_x = np.array([spec_features(s).vector(self.family.features) for s in specs])
-        self._log_train_x = np.log(train_x.reshape(len(specs), len(self.family.features)))
+        if not specs or len(specs) != len(self.train_latency_ms):
+            raise PredictorError(f"predictor of {device!r}: {len(specs)} specs for "
+                                 f"{len(self.train_latency_ms)} latencies", "refit the predictor")
+        self.domain = Domain.from_specs(specs)
 
     # -- asking ------------------------------------------------------------------------------------
     @property
     def memory_limit_kib(self) -> float | None:
-        """Inferred on-chip memory limit (KiB, int8 memory model); None if no failure was seen."""
+        """Inferred on-chip memory limit (KiB, peak layer memory); None if no failure was seen."""
         return self.memory.limit_kib
 
     @property
@@ -100,14 +116,14 @@ class DevicePredictor:
         return float(spec_features(spec).vector(self.family.features) @ self.beta)
 
     def predict(self, spec: ArchSpec) -> LatencyPrediction:
-        """Latency (ms) with an interval that widens away from measured architectures, and feasibility."""
-        x = spec_features(spec).vector(self.family.features)
-        ms = float(x @ self.beta)
-        d = log_distance(x, self._log_train_x)
-        w = Z * self.residual_scale * (1.0 + (d if math.isfinite(d) else 1.0))
+        """Latency (ms) with a calibrated interval that widens outside the measured domain, and feasibility."""
+        ms = self.predict_ms(spec)
+        d = self.domain.distance(spec)
+        w = half_width(self.interval_scale, d)
         verdict = self.memory.assess(spec)
+        where = self.domain.describe(spec) if d > 0 else ""
         return LatencyPrediction(self.device, self.precision, ms, ms * math.exp(-w), ms * math.exp(w),
-                                 verdict.feasible, verdict.reason, verdict.uncertain)
+                                 verdict.feasible, verdict.reason, verdict.uncertain, d > 0, where, d)
 
     def coefficients(self) -> dict[str, float]:
         """β in physical units: ms per byte, per MAC, per activation byte, per conv, per inference."""
@@ -124,7 +140,8 @@ class DevicePredictor:
             "key": self.key, "family": self.family.name, "features": list(self.family.features),
             "beta": [float(b) for b in self.beta], "lam": self.lam,
             "prior": None if self.prior is None else [float(p) for p in self.prior],
-            "residual_scale": self.residual_scale, "train_specs": list(self.train_specs),
+            "interval": {"coverage": COVERAGE_NOMINAL, "scale": self.interval_scale, "basis": self.interval_basis},
+            "domain": self.domain.to_dict(), "train_specs": list(self.train_specs),
             "train_latency_ms": list(self.train_latency_ms), "memory": self.memory.to_dict(),
         }
 
@@ -140,83 +157,63 @@ class DevicePredictor:
         except json.JSONDecodeError as exc:
             raise PredictorError(f"predictor JSON does not parse: {exc}") from exc
         if not isinstance(data, dict) or data.get("format") != JSON_FORMAT:
-            raise PredictorError("not a latency-predictor JSON document", "write one with `nas hw fit --save DIR`")
+            raise PredictorError("not a latency-predictor JSON document", "save fitted predictors to get one")
         if data.get("version") != JSON_VERSION:
             raise PredictorError(f"predictor JSON version {data.get('version')!r} is not supported",
-                                 f"this version reads {JSON_VERSION}; refit with `nas hw fit --save`")
+                                 f"this version reads {JSON_VERSION}; refit the predictor and save it again")
         try:
             if list(data["features"]) != list(get_family(data["family"]).features):
                 raise PredictorError("predictor JSON features do not match its family", "refit it")
-            return cls(device=data["device"], precision=data["precision"], family=data["family"],
-                       beta=data["beta"], lam=data["lam"], prior=data["prior"],
-                       residual_scale=data["residual_scale"], train_specs=data["train_specs"],
-                       train_latency_ms=data["train_latency_ms"], memory=MemoryBounds.from_dict(data["memory"]),
-                       key=data.get("key"))
+            predictor = cls(device=data["device"], precision=data["precision"], family=data["family"],
+                            beta=data["beta"], lam=data["lam"], prior=data["prior"],
+                            interval_scale=data["interval"]["scale"], interval_basis=data["interval"]["basis"],
+                            train_specs=data["train_specs"], train_latency_ms=data["train_latency_ms"],
+                            memory=MemoryBounds.from_dict(data["memory"]), key=data.get("key"))
+            if predictor.domain != Domain.from_dict(data["domain"]):
+                raise PredictorError("predictor JSON domain does not match its measured specs", "refit it")
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, PredictorError):
                 raise
             raise PredictorError(f"predictor JSON is incomplete or malformed: {exc!r}", "refit it") from exc
+        return predictor
 
     def __repr__(self) -> str:
         return f"DevicePredictor({self.key!r}, family={self.family.name!r}, points={self.n_points})"
 
 
-# -- fitting ---------------------------------------------------------------------------------------------
+# -- fitting -------------------------------------------------------------------------------------------------
 
 
-def _device_points(table: HardwareTable, key: str) -> tuple[list[ArchSpec], np.ndarray, list[ArchSpec]]:
-    rows = table.rows_for(key)
-    ok = [r for r in rows if r.ok]
-    return [r.spec for r in ok], np.array([r.latency_ms for r in ok], dtype=float), \
-        [r.spec for r in rows if not r.ok]
+def build_predictor(fits: TableFits, key: str) -> DevicePredictor:
+    """The calibrated predictor of ``key`` from a table's fits."""
+    fit = fits.fit(key)
+    q, basis = fits.interval(key)
+    device, precision = fits.table.device_precision(key)
+    pts = fit.points
+    return DevicePredictor(device=device, precision=precision, family=fits.family.name, beta=fit.beta,
+                           lam=fit.lam, prior=fit.prior, interval_scale=q, interval_basis=basis,
+                           train_specs=[s.to_string() for s in pts.specs], train_latency_ms=pts.latency_ms.tolist(),
+                           memory=memory_bounds(pts.specs, pts.failed), key=key)
 
 
-def _design(specs: Sequence[ArchSpec], family: Family) -> np.ndarray:
-    return np.array([spec_features(s).vector(family.features) for s in specs]).reshape(
-        len(specs), len(family.features))
-
-
-def device_shapes(table: HardwareTable, family: Family) -> dict[str, np.ndarray]:
-    """Each device's shape (share of each term in the reference latency), for devices with enough points."""
-    shapes = {}
-    for key in table.device_keys:
-        specs, y, _ = _device_points(table, key)
-        if len(y) >= PRIOR_MIN_POINTS:
-            shape = device_shape(_design(specs, family), y)
-            if shape is not None:
-                shapes[key] = shape
-    return shapes
+def _concrete(table: HardwareTable, family: str) -> str:
+    """``family``, or for ``"auto"`` the family the selection rule picks on ``table``."""
+    return select_family(table) if family == AUTO else family
 
 
 def fit_device(table: HardwareTable, key: str, family: str = DEFAULT_FAMILY,
-               shapes: dict[str, np.ndarray] | None = None) -> DevicePredictor:
-    """Fit the predictor of one device key (``shapes``: precomputed :func:`device_shapes`, optional)."""
-    fam = get_family(family)
-    specs, y, failed = _device_points(table, key)
-    if len(y) == 0:
-        raise PredictorError(f"device {key!r} has no measured latency (batch 1)",
-                             "add 'ok' rows for it, or leave it out")
-    prior = None
-    if fam.uses_prior:
-        shapes = device_shapes(table, fam) if shapes is None else shapes
-        prior = mean_shape([s for k, s in shapes.items() if k != key], len(fam.features))
-    result = fit_family(fam, _design(specs, fam), y, prior)
-    r = result.loo_log_residuals
-    scale = math.sqrt((float(np.sum(r**2)) + PRIOR_SCALE_WEIGHT * PRIOR_SCALE**2) / (len(r) + PRIOR_SCALE_WEIGHT))
-    device, precision = table.device_precision(key)
-    return DevicePredictor(device=device, precision=precision, family=fam.name, beta=result.beta, lam=result.lam,
-                           prior=prior, residual_scale=scale, train_specs=[s.to_string() for s in specs],
-                           train_latency_ms=y.tolist(), memory=memory_bounds(specs, failed), key=key)
+               fits: TableFits | None = None) -> DevicePredictor:
+    """Fit the predictor of one device key (``fits``: a :class:`TableFits` of the same table to share work).
+    ``family="auto"`` fits the family :func:`predictors.fitting.select_family` picks on ``table``."""
+    fits = fits if fits is not None and fits.table is table and fits.family.name == family else None
+    return build_predictor(fits or TableFits(table, _concrete(table, family)), key)
 
 
 def fit_predictors(table: HardwareTable, devices: Sequence[str] | None = None,
                    family: str = DEFAULT_FAMILY) -> dict[str, DevicePredictor]:
     """One predictor per device key. ``devices=None`` fits every device with a measured latency; names are
-    resolved case-insensitively (an unknown one raises :class:`PredictorError` listing the known ones)."""
-    fam = get_family(family)
-    if devices is None:
-        keys = [k for k in table.device_keys if any(r.ok for r in table.rows_for(k))]
-    else:
-        keys = list(dict.fromkeys(resolve_device(table, d) for d in devices))
-    shapes = device_shapes(table, fam) if fam.uses_prior else {}
-    return {key: fit_device(table, key, family, shapes) for key in keys}
+    resolved case-insensitively (an unknown one raises :class:`PredictorError` listing the known ones).
+    ``family="auto"`` fits the family :func:`predictors.fitting.select_family` picks on ``table``."""
+    fits = TableFits(table, _concrete(table, family))
+    keys = fits.measured_keys() if devices is None else [resolve_device(table, d) for d in devices]
+    return {key: build_predictor(fits, key) for key in dict.fromkeys(keys)}

@@ -35,7 +35,11 @@ def test_selection_bench_on_seed_and_synthetic_split(tmp_path, capsys):
                        "--out", str(out)]) == 0
     text = out.read_text(encoding="utf-8")
     assert text == capsys.readouterr().out
-    assert "**Selected by the rule" in text and "`shrink`.**" in text
+    # the shipped default is the family the rule picks on the seed table (the report says which and why)
+    from predictors import DEFAULT_FAMILY
+
+    assert "**Selected by the rule" in text and f"`{DEFAULT_FAMILY}`.**" in text
+    assert f"Default family in the code: `{DEFAULT_FAMILY}` (the family the rule picks)." in text
     split = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
     # the exact law lies in the span of the five totals: the unregularized fit recovers it on held-out specs
     assert float(split["nnls"].split("|")[2]) < 1e-3
