@@ -39,7 +39,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -172,7 +172,8 @@ _STATE: dict[str, Any] = {}
 
 
 class _RefBundle:
-    """The reference's training view: un-augmented training images, a small balanced val for per-epoch checks."""
+    """The reference's training view: un-augmented training images, a small balanced slice of the test split
+    for per-epoch curves (the reference keeps no best epoch, so nothing is selected on it)."""
 
     def __init__(self, data: Any, val_per_class: int) -> None:
         from torch.utils.data import Subset
@@ -180,11 +181,11 @@ class _RefBundle:
         from trials.distributed import dataset_labels
 
         self.train = data.train_eval
-        labels = np.asarray(dataset_labels(data.val))
+        labels = np.asarray(dataset_labels(data.test))
         rng = np.random.default_rng(12345)
         keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:val_per_class]
                                        for c in range(len(data.classes))]))
-        self.val = Subset(data.val, keep.tolist())
+        self.val = Subset(data.test, keep.tolist())
         self.classes = list(data.classes)
         self.train_counts = list(data.train_counts)
         self.resolution = RESOLUTION
@@ -211,7 +212,7 @@ def run_job(job: tuple[dict[str, Any], int]) -> dict[str, Any]:
     from search_space.spec import ArchSpec
     from trials.config import TrainConfig
     from trials.evaluate import evaluate
-    from trials.proxy import ProxyConfig, proxy_accuracy
+    from trials.proxy import ProxyBudget, ProxyConfig, proxy_accuracy
     from trials.train import train
     from trials.zero_cost import zero_cost_scores
 
@@ -224,17 +225,17 @@ def run_job(job: tuple[dict[str, Any], int]) -> dict[str, Any]:
     config = TrainConfig(epochs=st.ref_epochs, batch_size=st.ref_batch, lr=st.ref_lr, warmup_epochs=0.5,
                          seed=seed, device="cpu", num_workers=0)
     result, cpu, wall = _timed(lambda: train(spec, ref, config))
-    final = evaluate(result.model, data.val, data.classes)
+    final = evaluate(result.model, data.test, data.classes)
     steps = int(result.metrics["steps"])
     row.update(ref_bal=final.balanced_acc, ref_top1=final.top1, ref_epochs=st.ref_epochs, ref_steps=steps,
                ref_images=steps * st.ref_batch, ref_cpu_s=cpu, ref_wall_s=wall,
                ref_val_bal_by_epoch=";".join(f"{h['val_balanced_acc']:.4f}" for h in result.history
                                              if "val_balanced_acc" in h))
     if seed == 0 and not st.reference_only:
-        for prefix, cfg in (("proxy", ProxyConfig()), ("proxy_half", ProxyConfig(**ALT_PROXY))):
+        for prefix, cfg in (("proxy", ProxyConfig()), ("proxy_half", ProxyConfig(budget=ProxyBudget(**ALT_PROXY)))):
             res, cpu, wall = _timed(lambda cfg=cfg: proxy_accuracy(spec, data, cfg))
             row.update({f"{prefix}_bal": res.balanced_acc, f"{prefix}_top1": res.top1,
-                        f"{prefix}_images": res.steps * cfg.batch_size, f"{prefix}_cpu_s": cpu,
+                        f"{prefix}_images": res.steps * cfg.budget.batch_size, f"{prefix}_cpu_s": cpu,
                         f"{prefix}_wall_s": wall})
         scores, cpu, _ = _timed(lambda: zero_cost_scores(spec, data))
         row.update(log_synflow=scores["log_synflow"], naswot=scores["naswot"], grad_norm=scores["grad_norm"],
@@ -578,7 +579,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config["reference"]["epochs"] = stats["reference"]["epochs"]
     from trials.proxy import ProxyConfig
 
-    config["proxy_default"] = asdict(ProxyConfig())
+    config["proxy_default"] = ProxyConfig().to_dict()
     from search_space.io import atomic_write
 
     with atomic_write(args.json) as f:

@@ -71,20 +71,58 @@ def bundle(tree: Path):
         return load_data(tree, 32, val_ratio=0.1, seed=0)
 
 
-def test_split_follows_the_floor_rule_and_puts_tiny_classes_in_both(bundle) -> None:
-    readable = {"a": 25, "b": 12, "c": 1, "d": 9, "e": 10}  # the truncated file of a is dropped after decoding
-    assert bundle.classes == sorted(SIZES)
-    for i, name in enumerate(bundle.classes):
-        n = readable[name]
-        k = math.floor(0.1 * n)
-        if k == 0:
-            assert (bundle.train_counts[i], bundle.val_counts[i]) == (n, n)
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tree(tmp_path_factory.mktemp("clean"), SIZES, bad=False)
+
+
+def test_three_splits_follow_the_floor_rule_and_handle_tiny_classes(clean: Path) -> None:
+    b = load_data(clean, 32, selection_ratio=0.1, test_ratio=0.2, seed=0)
+    assert b.classes == sorted(SIZES) and b.report.layout == "split per class"
+    for i, name in enumerate(b.classes):
+        n = SIZES[name]
+        k_test, k_sel = math.floor(0.2 * n), math.floor(0.1 * n)
+        counts = (b.train_counts[i], b.selection_counts[i], b.test_counts[i])
+        if k_sel == 0:  # too small for a selection image: selected on its training images
+            assert counts == (n - k_test, n - k_test, k_test)
         else:
-            assert (bundle.train_counts[i], bundle.val_counts[i]) == (n - k, k)
-    assert bundle.report.classes_in_both == ["c", "d"]
-    assert bundle.report.layout == "split per class"
-    assert len(bundle.train) == sum(bundle.train_counts) and len(bundle.val) == sum(bundle.val_counts)
-    assert np.bincount(bundle.train_labels.numpy(), minlength=5).tolist() == bundle.train_counts
+            assert counts == (n - k_test - k_sel, k_sel, k_test)
+    assert b.report.classes_in_both == ["c", "d"] and b.report.classes_without_test == ["c"]
+    assert (b.report.selection_ratio, b.report.test_ratio, b.report.split_seed) == (0.1, 0.2, 0)
+    assert (b.report.train_images, b.report.selection_images, b.report.test_images) == (
+        len(b.train), len(b.selection), len(b.test))
+    assert np.bincount(b.train_labels.numpy(), minlength=5).tolist() == b.train_counts
+    assert np.bincount(b.test_labels.numpy(), minlength=5).tolist() == b.test_counts
+    assert b.val is b.selection and b.val_counts == b.selection_counts  # the old names, read-only
+    body = b.report.to_dict()
+    assert body["val_ratio"] == 0.1 and body["val_images"] == len(b.selection) and "seed" not in body
+    text = "\n".join(b.report.lines())
+    assert "carved per class: test 0.2, selection 0.1; split seed 0" in text
+
+
+def _rows(dataset) -> set[int]:
+    """Store rows of an in-memory dataset: one row per image of the data set, shared by its splits."""
+    return set(dataset.index.tolist())
+
+
+def _pixels(dataset) -> torch.Tensor:
+    return torch.stack([dataset[i][0] for i in range(len(dataset))]) if len(dataset) else torch.zeros(0)
+
+
+@pytest.mark.parametrize("path", [None, "clean"])
+def test_the_test_split_is_disjoint_and_never_moves_with_the_selection_ratio_or_recipe(path, request) -> None:
+    from trials.recipe import Recipe
+
+    root = request.getfixturevalue("clean") if path else None
+    base = load_data(root, 32, selection_ratio=0.1, seed=4)
+    test = _pixels(base.test)
+    assert not _rows(base.test) & (_rows(base.train) | _rows(base.selection))  # held out from both
+    for other in (load_data(root, 32, selection_ratio=0.3, seed=4),
+                  load_data(root, 32, selection_ratio=0.2, seed=4, recipe=Recipe(hflip=0, long_tail="exp:5"))):
+        assert other.test_counts == base.test_counts and torch.equal(_pixels(other.test), test)
+        assert not _rows(other.test) & (_rows(other.train) | _rows(other.selection))
+        assert other.selection_counts != base.selection_counts
+    assert not torch.equal(_pixels(load_data(root, 32, seed=5).test), test)  # … but follows the seed
 
 
 def test_bad_files_are_skipped_counted_and_warned(tree: Path) -> None:
@@ -101,7 +139,7 @@ def test_bad_files_are_skipped_counted_and_warned(tree: Path) -> None:
 def test_items_are_normalized_rgb_tensors_and_eval_is_deterministic(bundle) -> None:
     x, y = bundle.train[0]
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and isinstance(y, int)
-    v1, v2 = bundle.val[1][0], bundle.val[1][0]
+    v1, v2 = bundle.selection[1][0], bundle.selection[1][0]
     assert torch.equal(v1, v2) and torch.equal(bundle.train_eval[0][0], bundle.train_eval[0][0])
     t1, t2 = bundle.train[0][0], bundle.train[0][0]
     assert not torch.equal(t1, t2)  # random crops
@@ -112,16 +150,16 @@ def test_items_are_normalized_rgb_tensors_and_eval_is_deterministic(bundle) -> N
     gray = bundle.classes.index("b")
     assert gray in bundle.train_labels.tolist()
     with pytest.raises(IndexError):
-        bundle.val[len(bundle.val)]
+        bundle.selection[len(bundle.selection)]
 
 
 def test_split_is_deterministic_with_the_seed(tree: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)
         first, again, other = (load_data(tree, 32, seed=s) for s in (0, 0, 1))
-    val = lambda b: torch.stack([b.val[i][0] for i in range(len(b.val))])  # noqa: E731
-    assert torch.equal(val(first), val(again))
-    assert not torch.equal(val(first), val(other))
+    for split in ("selection", "test"):
+        assert torch.equal(_pixels(getattr(first, split)), _pixels(getattr(again, split)))
+        assert not torch.equal(_pixels(getattr(first, split)), _pixels(getattr(other, split)))
 
 
 def test_lazy_reading_gives_the_same_pixels_as_memory(tree: Path) -> None:
@@ -130,31 +168,48 @@ def test_lazy_reading_gives_the_same_pixels_as_memory(tree: Path) -> None:
         mem = load_data(tree, 32, max_per_class=5)
         disk = load_data(tree, 32, max_per_class=5, in_memory=False)
     assert not disk.report.in_memory and mem.report.in_memory
-    assert disk.val_counts == mem.val_counts
-    for i in range(len(mem.val)):
-        assert torch.equal(mem.val[i][0], disk.val[i][0])
-    assert mem.train_counts == [5, 5, 1, 5, 5]
+    assert (disk.selection_counts, disk.test_counts) == (mem.selection_counts, mem.test_counts)
+    assert torch.equal(_pixels(mem.selection), _pixels(disk.selection))
+    assert torch.equal(_pixels(mem.test), _pixels(disk.test))
+    assert mem.train_counts == [5, 5, 1, 5, 5]  # 5 per class (c has 1): too few for a test or selection image
 
 
-def test_train_val_folders_are_used_as_given(tmp_path: Path) -> None:
+def test_train_val_folders_give_the_test_split_and_selection_is_carved_from_train(tmp_path: Path) -> None:
     make_tree(tmp_path / "train", {"x": 6, "y": 4, "z": 3}, bad=False)
     make_tree(tmp_path / "test", {"x": 2, "y": 1}, bad=False)
-    b = load_data(tmp_path, 32, val_ratio=0.5)
-    assert b.report.layout == "train/val folders" and b.report.val_ratio is None
-    assert (b.train_counts, b.val_counts) == ([6, 4, 3], [2, 1, 0])
-    assert b.report.classes_without_val == ["z"]
+    b = load_data(tmp_path, 32, selection_ratio=0.5, test_ratio=0.3)
+    assert b.report.layout == "train/val folders" and b.report.test_ratio is None
+    assert b.report.test_folder == "test" and "test = the test/ folder" in b.report.split_line()
+    sel = [math.floor(0.5 * n) for n in (6, 4, 3)]  # carved from the training folder; test_ratio unused
+    assert b.selection_counts == sel and b.train_counts == [n - k for n, k in zip((6, 4, 3), sel)]
+    assert b.test_counts == [2, 1, 0] and b.report.classes_without_test == ["z"]
+    assert load_data(tmp_path, 32, selection_ratio=0.2).test_counts == b.test_counts
     make_tree(tmp_path / "test", {"w": 1}, bad=False)
     with pytest.raises(DataError, match="classes that"):
         load_data(tmp_path, 32)
 
 
+def test_older_keywords_still_work(clean: Path) -> None:
+    from trials.recipe import Recipe
+
+    old = load_data(clean, 32, val_ratio=0.2, long_tail="exp:2", augment=True, seed=1)
+    new = load_data(clean, 32, selection_ratio=0.2, seed=1, recipe=Recipe(long_tail="exp:2", randaugment=True))
+    assert old.recipe == new.recipe and old.report.recipe == new.report.recipe
+    assert (old.train_counts, old.selection_counts) == (new.train_counts, new.selection_counts)
+    assert old.report.augment["randaugment"] is True and old.report.long_tail == "exp:2"
+    from trials.transforms import TrainAugment
+
+    custom = load_data(clean, 32, augment=TrainAugment(scale=(0.3, 0.4), ratio=(1, 1), hflip=0.0))
+    assert custom.recipe.crop_scale == (0.3, 0.4) and custom.train.transform.augment.hflip == 0.0
+
+
 def test_exp_long_tail_counts_follow_the_formula(tmp_path: Path) -> None:
     make_tree(tmp_path, {f"k{i}": 40 for i in range(5)}, bad=False)
     b = load_data(tmp_path, 32, val_ratio=0.1, long_tail="exp:10", seed=3)
-    n_max = 40 - 4
+    n_max = 40 - 4 - 4  # 4 test and 4 selection images per class
     assert b.train_counts == [math.floor(n_max * 10 ** (-i / 4)) for i in range(5)]
-    assert b.val_counts == [4] * 5  # the long tail is applied to the training split only
-    assert b.report.long_tail == "exp:10" and b.report.imbalance_factor == pytest.approx(36 / 3)
+    assert b.selection_counts == b.test_counts == [4] * 5  # the long tail is applied to the training split only
+    assert b.report.long_tail == "exp:10" and b.report.imbalance_factor == pytest.approx(32 / math.floor(32 / 10))
 
 
 def test_long_tail_profiles() -> None:
@@ -176,7 +231,7 @@ def test_long_tail_profiles() -> None:
 def test_seed_long_tail_on_a_folder(tmp_path: Path) -> None:
     make_tree(tmp_path, {f"k{i}": 20 for i in range(4)}, bad=False)
     b = load_data(tmp_path, 32, long_tail="seed")
-    assert b.train_counts == seed_counts(18, 4)
+    assert b.train_counts == seed_counts(20 - 2 - 2, 4)
 
 
 def test_embedded_digits_load_fast_and_are_long_tailed() -> None:
@@ -184,14 +239,15 @@ def test_embedded_digits_load_fast_and_are_long_tailed() -> None:
     b = load_data(None, 32)
     assert time.perf_counter() - start < 2.0
     assert b.classes == [str(d) for d in range(10)] and b.report.layout == "embedded digits"
-    assert b.val_counts == [17] * 10
-    assert b.train_counts == exp_counts(157, 10, 10)
-    x, _ = b.val[0]
+    assert b.selection_counts == b.test_counts == [17] * 10  # floor(0.1 · 174) each
+    assert b.train_counts == exp_counts(174 - 34, 10, 10)
+    assert b.recipe.hflip == 0 and b.report.recipe["long_tail"] == "exp:10"
+    x, _ = b.selection[0]
     assert x.shape == (3, 32, 32)
     assert torch.allclose(x[0] * 0.229 + 0.485, x[1] * 0.224 + 0.456, atol=1e-5)  # gray → equal channels
     assert b.report.store_size == store_size(32) == 37
-    flat = load_data(None, 48, long_tail="none", val_ratio=0.2)
-    assert flat.train_counts == [174 - 34] * 10 and flat.val_counts == [34] * 10
+    flat = load_data(None, 48, long_tail="none", selection_ratio=0.2)
+    assert flat.train_counts == [174 - 34 - 17] * 10 and flat.selection_counts == [34] * 10
     assert flat.train[0][0].shape == (3, 48, 48)
 
 
@@ -212,8 +268,10 @@ def test_bad_folders_raise_data_error(tmp_path: Path, make, match: str) -> None:
 def test_bad_arguments_raise_data_error(tree: Path) -> None:
     with pytest.raises(DataError, match="minimum of 32"):
         load_data(None, 16)
-    with pytest.raises(DataError, match="val_ratio"):
+    with pytest.raises(DataError, match="selection ratio"):
         load_data(None, 32, val_ratio=1.0)
+    with pytest.raises(DataError, match="no training images"):
+        load_data(None, 32, selection_ratio=0.5, test_ratio=0.5)
     with pytest.raises(DataError, match="max_per_class"):
         load_data(None, 32, max_per_class=0)
 
@@ -223,10 +281,10 @@ def test_train_crop_geometry_and_flip() -> None:
 
     x = torch.randint(0, 256, (6, 3, 37, 37), dtype=torch.uint8)
     whole = normalize(torch.nn.functional.interpolate(x.float(), size=(32, 32), mode="bilinear", align_corners=False))
-    out = TrainTransform(32, TrainAugment(scale=(1, 1), ratio=(1, 1), hflip=True))(x)
+    out = TrainTransform(32, TrainAugment(scale=(1, 1), ratio=(1, 1), hflip=0.5))(x)
     for i in range(6):  # the whole image, mirrored or not
         assert torch.allclose(out[i], whole[i], atol=1e-4) or torch.allclose(out[i], whole[i].flip(-1), atol=1e-4)
-    boxes = TrainTransform(32, TrainAugment(scale=(0.25, 0.5))).boxes(2000)
+    boxes = TrainTransform(32, TrainAugment(scale=(0.25, 0.5), ratio=(3 / 4, 4 / 3), hflip=0.5)).boxes(2000)
     area = boxes[:, 2] * boxes[:, 3]
     assert (area >= 0.25 - 1e-6).all() and (area <= 0.5 + 1e-6).all()
     assert (boxes[:, :2] - boxes[:, 2:] / 2 >= -1e-6).all() and (boxes[:, :2] + boxes[:, 2:] / 2 <= 1 + 1e-6).all()
@@ -253,7 +311,7 @@ def test_embedded_digits_train_well_above_chance_in_seconds() -> None:
     assert time.perf_counter() - start < 30  # ~2 s on one free core; generous for a busy shared machine
     model.eval()
     with torch.no_grad():
-        x, y = next(iter(DataLoader(data.val, batch_size=len(data.val))))
+        x, y = next(iter(DataLoader(data.selection, batch_size=len(data.selection))))
         top1 = (model(x).argmax(1) == y).float().mean().item()
     assert top1 > 0.4  # chance is 0.1
 
@@ -269,7 +327,9 @@ def test_real_cifar10_lt_follows_its_protocol(tmp_path: Path) -> None:
         tar.extractall(tmp_path, filter="data")
     b = load_data(tmp_path / "cifar10-lt", 32)
     assert b.report.layout == "train/val folders" and b.report.skipped == 0
-    assert b.train_counts == exp_counts(5000, 10, 100) and b.val_counts == [1000] * 10
+    assert b.test_counts == [1000] * 10
+    sel = [math.floor(0.1 * n) for n in exp_counts(5000, 10, 100)]  # carved from the training folder
+    assert b.selection_counts == sel and b.train_counts == [n - k for n, k in zip(exp_counts(5000, 10, 100), sel)]
     assert b.report.in_memory and b.report.memory_bytes == 22406 * 3 * 37 * 37
 
 
@@ -279,5 +339,5 @@ def test_profiles_follow_existing_class_sizes(tmp_path: Path) -> None:
     assert rank_targets([9, 5, 2], [3, 3, 3]) == [9, 5, 2]  # balanced: name order
     assert rank_targets([9, 5, 2], [1, 8, 4]) == [2, 9, 5]
     make_tree(tmp_path, {"a": 11, "b": 31, "c": 21}, bad=False)
-    b = load_data(tmp_path, 32, long_tail="exp:4")  # train sizes 10, 28, 19 → ranks b, c, a
-    assert b.train_counts == [7, 28, 14] and not b.report.profile_shortfall
+    b = load_data(tmp_path, 32, long_tail="exp:4")  # train sizes 11-1-1, 31-3-3, 21-2-2 → ranks b, c, a
+    assert b.train_counts == [6, 25, 12] and not b.report.profile_shortfall  # 25 · 4^(−i/2) = 25, 12.5, 6.25

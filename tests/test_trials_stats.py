@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -103,3 +104,74 @@ def test_a_folder_without_images_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "empty_class" / "x.jpg").write_bytes(b"")
     with pytest.raises(DataError, match="no readable image"):
         dataset_stats(tmp_path)
+
+
+# -- the training split and the recipe's warnings -----------------------------------------------------
+
+def _tree(root: Path, counts: dict[str, int], size: tuple[int, int] = (40, 40)) -> Path:
+    for name, n in counts.items():
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", size, (i % 256, 0, 0)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_the_imbalance_is_the_training_splits(tmp_path: Path) -> None:
+    _tree(tmp_path / "train", {"p": 30, "q": 3})
+    _tree(tmp_path / "val", {"p": 10, "q": 10})
+    s = dataset_stats(tmp_path)
+    assert s.counts == [40, 13]  # all images, as the seed's table counted them
+    train = [30 - math.floor(0.1 * 30), 3]  # the selection split is carved from train; q is too small for one
+    assert s.train_counts == train and s.imbalance_factor == pytest.approx(train[0] / train[1])  # not 40 / 13
+    assert s.summary()["imbalance_factor"] == s.imbalance_factor and s.summary()["train_images"] == sum(train)
+    assert any("too small for a selection image" in w and "q" in w for w in s.warnings)
+
+
+def test_training_counts_agree_with_load_data(tmp_path: Path) -> None:
+    from trials.data import load_data
+    from trials.recipe import Recipe
+
+    root = _tree(tmp_path, {"a": 31, "b": 17, "c": 9, "d": 4})
+    for recipe in (Recipe(), Recipe(long_tail="exp:5")):
+        for ratios in ({}, {"selection_ratio": 0.25, "test_ratio": 0.15}):
+            assert dataset_stats(root, recipe, **ratios).train_counts == load_data(
+                root, 32, recipe=recipe, **ratios).train_counts
+
+
+def test_stats_of_the_embedded_digits() -> None:
+    from trials.data import load_data
+
+    s = dataset_stats(None)
+    assert s.layout == "embedded digits" and s.images == 1797 and s.modes == {"L": 1797}
+    assert s.distinct_resolutions == 1 and s.summary()["median_width"] == 8
+    digits = load_data(None, 32)
+    assert s.train_counts == digits.train_counts  # the long-tailed training split, not the 1,797 images
+    assert s.imbalance_factor == pytest.approx(max(digits.train_counts) / min(digits.train_counts))
+    assert s.warnings == []  # the digits' recipe has no flip and a gentle crop
+
+
+def test_warnings_name_what_the_recipe_would_do_badly(tmp_path: Path) -> None:
+    from trials.recipe import Recipe
+    from trials.stats import mirrored_pairs
+
+    assert mirrored_pairs(["keep left", "keep right", "TurnLeft", "turn_right", "leftovers", "go"]) == [
+        ("keep left", "keep right"), ("TurnLeft", "turn_right")]
+    assert mirrored_pairs(["leftovers", "rightmost", "north", "south"]) == []
+    signs = _tree(tmp_path / "signs", {"keep_left": 12, "keep_right": 12, "stop": 12}, size=(30, 28))
+    warned = dataset_stats(signs, Recipe(crop_scale=(0.25, 1.0))).warnings
+    assert len(warned) == 2
+    assert "median short side 28 px" in warned[0] and "25%" in warned[0]
+    assert "keep_left / keep_right" in warned[1] and "turn the flip off" in warned[1]
+    assert dataset_stats(signs, Recipe(hflip=0.0)).warnings == []  # flip off, default crop 0.6–1
+    flipped_digits = dataset_stats(None, Recipe.for_data(None).replace(hflip=0.5)).warnings
+    assert len(flipped_digits) == 1 and "look like characters" in flipped_digits[0]
+
+
+def test_stats_outputs_work_without_a_path(tmp_path: Path) -> None:
+    from nas.reports import stats_outputs
+
+    stats, files = stats_outputs(None, tmp_path / "out")
+    assert stats.root == "embedded:sklearn-digits" and set(files) == {
+        "class_histogram", "resolutions", "stats", "class_counts"}
+    body = json.loads(files["stats"].read_text())
+    assert body["train_counts"] == stats.train_counts and body["warnings"] == [] and body["recipe"]["hflip"] == 0

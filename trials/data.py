@@ -1,22 +1,32 @@
-"""Training data: ImageFolder trees or the embedded long-tailed digits, as a :class:`DataBundle`.
+"""Training data: ImageFolder trees or the embedded long-tailed digits, as a :class:`DataBundle` of three splits.
+
+- **train**: what the model learns from (augmented by the recipe, long-tailed if the recipe says so);
+- **selection**: what a search ranks architectures on and what training picks ``best.pt`` on;
+- **test**: held out; only final reports (evaluation, the model card, export) read it.
 
 Layouts (``path`` is a folder):
 
 - ``PATH/train/<class>/*`` + ``PATH/val/<class>/*`` (``valid``, ``validation`` or ``test`` also name the
-  validation folder): used as given; ``val_ratio`` is ignored. Classes are the train folder's.
-- ``PATH/<class>/*`` (or ``PATH/train/<class>/*`` alone): split per class as the seed did —
-  ``floor(val_ratio · n)`` random images to validation; a class too small for one (``n < 1/val_ratio``)
-  goes into BOTH splits, which the report lists.
-- ``path=None``: scikit-learn's 8×8 digits (no download), 174 images per class, split with ``val_ratio``
-  (0.1 → 17 val images per class), the training split made long-tailed with ``exp:10`` (157 → 15 images).
+  second folder): that folder is the **test** split, as given; the selection split is carved from the
+  training folder per class (``floor(selection_ratio · n)`` random images); ``test_ratio`` is unused.
+- ``PATH/<class>/*`` (or ``PATH/train/<class>/*`` alone), and ``path=None`` (scikit-learn's 8×8 digits,
+  174 images per class, nothing downloaded): both are carved per class, the test split first
+  (``floor(test_ratio · n)``), then the selection split (``floor(selection_ratio · n)``, ``n`` the whole
+  class) from the rest. Defaults 0.1 and 0.1: 80 / 10 / 10 %, the digits 140 / 17 / 17 per class.
 
-Class labels follow sorted folder names (ImageFolder order). ``long_tail`` applies to the training split
-only, after the split, so validation keeps every class's share (the usual long-tail protocol: a balanced
-source gives a balanced validation set); profile rank ``i`` goes to the ``i``-th largest class, ties in
-name order, so a balanced source gets the profile in name order (:func:`trials.longtail.rank_targets`).
-``max_per_class`` caps each class (each split in the two-folder layout) before anything else.
-Unreadable, empty and non-image files are skipped, counted and warned about (:class:`DataWarning`); a
-missing folder, no classes or a class without a readable image is a :class:`~trials.errors.DataError`.
+The test split's draw depends only on the seed, the class and its images, never on ``selection_ratio``
+or the recipe: changing the search's budget never moves a test image. A class too small for a selection
+image keeps all its images for training and is also its own selection (listed in
+``report.classes_in_both``); a class too small for a test image has none (``report.classes_without_test``)
+— test images are never trained on.
+
+Class labels follow sorted folder names (ImageFolder order). The recipe's long tail applies to the
+training split only, after the split, so selection and test keep every class's share; profile rank ``i``
+goes to the ``i``-th largest class, ties in name order (:func:`trials.longtail.rank_targets`); the digits'
+default recipe uses ``exp:10`` (140 → 14 images). ``max_per_class`` caps each class (each folder in the
+two-folder layout) before anything else. Unreadable, empty and non-image files are skipped, counted and
+warned about (:class:`DataWarning`); a missing folder, no classes or a class without a readable training
+image is a :class:`~trials.errors.DataError`.
 
 Images are decoded once into uint8 squares (see :mod:`trials.transforms`) when they fit in
 :data:`MEMORY_LIMIT_BYTES` = 2 GiB (N · 3 · S² bytes, S = round(R · 256/224): CIFAR-10-LT's 22,406
@@ -26,13 +36,13 @@ bigger sets are read from disk on every access instead (``in_memory=False`` forc
 
 from __future__ import annotations
 
-import importlib.util
+import dataclasses
 import os
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,25 +50,25 @@ from torch.utils.data import Dataset
 
 from search_space.spec import MIN_RESOLUTION
 from trials.errors import DataError
-from trials.folders import LAYOUT_FOLDERS, scan_images, workers
-from trials.longtail import cap_per_class, parse_long_tail, rank_targets, split_per_class, subsample_per_class
+from trials.folders import LAYOUT_DIGITS, Source, decode, digits_source, folder_source
+from trials.longtail import Split, apply_long_tail, cap_per_class, long_tail_name, split_items
+from trials.recipe import Recipe
 from trials.transforms import (
-    DIGITS_AUGMENT,
-    FOLDER_AUGMENT,
     EvalTransform,
     ImagePathDataset,
     TensorImageDataset,
     TrainAugment,
     TrainTransform,
     Transform,
-    load_square,
     store_size,
+    train_augment,
+    with_augment,
 )
 
-LAYOUT_DIGITS = "embedded digits"
 DIGITS_SOURCE = "embedded:sklearn-digits"
 DIGITS_PER_CLASS = 174  # the smallest digit class: the long tail starts from a balanced set
-DIGITS_LONG_TAIL = "exp:10"
+DEFAULT_SELECTION_RATIO = 0.1
+DEFAULT_TEST_RATIO = 0.1
 MEMORY_LIMIT_BYTES = 2 * 1024**3
 SKIP_SAMPLE = 10
 
@@ -71,19 +81,26 @@ class DataWarning(UserWarning):
 
 @dataclass
 class DataReport:
-    """How a data set was read: layout, split rule, skipped files, long tail, memory (for people and JSON)."""
+    """How a data set was read: layout, splits (sizes, ratios, seed), skipped files, recipe, memory (for JSON).
+
+    ``test_ratio`` is None when the test split is a folder of its own (``test_folder``).
+    """
 
     source: str
     layout: str
     resolution: int
     classes: int
     train_images: int
-    val_images: int
-    val_ratio: float | None = None
+    selection_images: int
+    test_images: int
+    selection_ratio: float
+    test_ratio: float | None
+    split_seed: int
+    test_folder: str | None = None
     long_tail: str | None = None
     imbalance_factor: float = 1.0
     classes_in_both: list[str] = field(default_factory=list)
-    classes_without_val: list[str] = field(default_factory=list)
+    classes_without_test: list[str] = field(default_factory=list)
     profile_shortfall: dict[str, int] = field(default_factory=dict)
     skipped: int = 0
     skipped_sample: list[str] = field(default_factory=list)
@@ -92,28 +109,49 @@ class DataReport:
     in_memory: bool = True
     store_size: int = 0
     memory_bytes: int = 0
+    recipe: dict[str, Any] = field(default_factory=dict)
     augment: dict[str, object] = field(default_factory=dict)
     load_s: float = 0.0
 
+    # Old names, kept while readers of recorded reports still use them (issue 10 part B renames them).
+    @property
+    def val_images(self) -> int:
+        """Old name of :attr:`selection_images`."""
+        return self.selection_images
+
+    @property
+    def val_ratio(self) -> float:
+        """Old name of :attr:`selection_ratio`."""
+        return self.selection_ratio
+
     def to_dict(self) -> dict[str, object]:
-        """Plain JSON-able dict."""
-        return asdict(self)
+        """Plain JSON-able dict (with the old keys ``val_images``/``val_ratio`` beside the new ones)."""
+        return {**asdict(self), "val_images": self.val_images, "val_ratio": self.val_ratio}
+
+    def split_line(self) -> str:
+        """How the three splits were made, in one line."""
+        how = (f"selection {self.selection_ratio:g} carved per class from train, test = the {self.test_folder}/ folder"
+               if self.test_ratio is None else
+               f"carved per class: test {self.test_ratio:g}, selection {self.selection_ratio:g}")
+        return (f"splits: {self.train_images} train / {self.selection_images} selection / {self.test_images} test "
+                f"images ({how}; split seed {self.split_seed})")
 
     def lines(self) -> list[str]:
         """A short human summary, one fact per line."""
-        split = f", val_ratio {self.val_ratio:g}" if self.val_ratio is not None else ""
-        out = [f"data: {self.source} ({self.layout}{split}), {self.classes} classes, "
-               f"{self.train_images} train / {self.val_images} val images, "
-               f"train imbalance factor {self.imbalance_factor:.1f}"]
+        out = [f"data: {self.source} ({self.layout}), {self.classes} classes, "
+               f"train imbalance factor {self.imbalance_factor:.1f}", self.split_line()]
+        if self.recipe:
+            out.append(f"recipe: {Recipe.from_dict(self.recipe).describe()}")
         if self.long_tail:
             out.append(f"long tail {self.long_tail} applied to the training split")
         if self.profile_shortfall:
             out.append(f"{len(self.profile_shortfall)} classes hold fewer images than the profile asks "
                        f"({sum(self.profile_shortfall.values())} missing)")
         if self.classes_in_both:
-            out.append(f"in BOTH splits (too small for a val image): {', '.join(self.classes_in_both)}")
-        if self.classes_without_val:
-            out.append(f"no val images: {', '.join(self.classes_without_val[:10])}")
+            out.append(f"selection = training images (too small for a selection image): "
+                       f"{', '.join(self.classes_in_both)}")
+        if self.classes_without_test:
+            out.append(f"no test images: {', '.join(self.classes_without_test[:10])}")
         if self.skipped:
             out.append(f"skipped {self.skipped} unreadable files, e.g. {'; '.join(self.skipped_sample[:3])}")
         where = "in memory" if self.in_memory else "read from disk on every access"
@@ -124,23 +162,39 @@ class DataReport:
 
 @dataclass
 class DataBundle:
-    """Train and val datasets of ``(float (3, R, R), int)`` items, with per-class counts and a report.
+    """Train, selection and test datasets of ``(float (3, R, R), int)`` items, per-class counts, a report.
 
     ``train_eval`` holds the training images with the evaluation transform (center crop, no
-    augmentation), for measuring training-set accuracy as the seed did.
+    augmentation), for measuring training-set accuracy as the seed did. ``recipe`` is the recipe whose
+    augmentation and long tail ``train`` applies.
     """
 
     train: Dataset
-    val: Dataset
+    selection: Dataset
+    test: Dataset
     classes: list[str]
     train_counts: list[int]
-    val_counts: list[int]
+    selection_counts: list[int]
+    test_counts: list[int]
     report: DataReport
     train_eval: Dataset | None = None
+    recipe: Recipe = field(default_factory=Recipe)
 
     def __post_init__(self) -> None:
         if self.train_eval is None:
             self.train_eval = self.train
+
+    # `val` / `val_counts` / `val_labels`: read-only aliases of the selection split for callers written before
+    # the three splits (training, checkpoints, the CLI); issue 10 part B renames those callers and drops these.
+    @property
+    def val(self) -> Dataset:
+        """Old name of :attr:`selection` (read-only)."""
+        return self.selection
+
+    @property
+    def val_counts(self) -> list[int]:
+        """Old name of :attr:`selection_counts` (read-only)."""
+        return self.selection_counts
 
     @property
     def num_classes(self) -> int:
@@ -158,9 +212,19 @@ class DataBundle:
         return _labels(self.train)
 
     @property
+    def selection_labels(self) -> torch.Tensor:
+        """int64 label of every selection item, in dataset order."""
+        return _labels(self.selection)
+
+    @property
     def val_labels(self) -> torch.Tensor:
-        """int64 label of every validation item, in dataset order."""
-        return _labels(self.val)
+        """Old name of :attr:`selection_labels`."""
+        return self.selection_labels
+
+    @property
+    def test_labels(self) -> torch.Tensor:
+        """int64 label of every test item, in dataset order."""
+        return _labels(self.test)
 
 
 def _labels(dataset: Dataset) -> torch.Tensor:
@@ -172,77 +236,90 @@ def _labels(dataset: Dataset) -> torch.Tensor:
     return torch.as_tensor(labels, dtype=torch.int64)
 
 
+# -- loading ----------------------------------------------------------------------------------------
+
+def resolve_recipe(
+    path: str | os.PathLike[str] | None,
+    recipe: Recipe | None = None,
+    *,
+    long_tail: str | None = None,
+    augment: bool | TrainAugment = False,
+) -> Recipe:
+    """The recipe :func:`load_data` applies: ``recipe`` (None: :meth:`Recipe.for_data`), with the older
+    keyword arguments on top — ``long_tail`` replaces the recipe's, ``augment=True`` turns RandAugment on,
+    a :class:`TrainAugment` replaces the whole augmentation."""
+    out = recipe if recipe is not None else Recipe.for_data(path)
+    if long_tail is not None:
+        out = dataclasses.replace(out, long_tail=long_tail)
+    if isinstance(augment, TrainAugment):
+        out = with_augment(out, augment)
+    elif augment:
+        out = dataclasses.replace(out, randaugment=True)
+    out.validate()
+    return out
+
+
+def _check_arguments(resolution: int, selection_ratio: float, test_ratio: float, max_per_class: int | None) -> None:
+    if resolution < MIN_RESOLUTION:
+        raise DataError(f"resolution {resolution} px is below the minimum of {MIN_RESOLUTION} px",
+                        f"use at least {MIN_RESOLUTION} (five stride-2 stages)")
+    if not 0 < selection_ratio < 1:
+        raise DataError(f"selection ratio {selection_ratio} is outside (0, 1)", "use e.g. 0.1 (the seed's) or 0.2")
+    if not 0 <= test_ratio < 1 or selection_ratio + test_ratio >= 1:
+        raise DataError(f"test ratio {test_ratio} is outside [0, 1) or leaves no training images "
+                        f"(selection {selection_ratio})", "use e.g. 0.1 for each")
+    if max_per_class is not None and max_per_class < 1:
+        raise DataError(f"max_per_class {max_per_class} must be at least 1", "omit it to use every image")
+
+
+def _split(src: Source, selection_ratio: float, test_ratio: float, seed: int, max_per_class: int | None) -> Split:
+    """Cap the classes (digits: :data:`DIGITS_PER_CLASS`; ``max_per_class``), then the split rule."""
+    pool, test = src.pool_idx, src.test_idx
+    if src.layout == LAYOUT_DIGITS:
+        pool = cap_per_class(pool, src.labels, DIGITS_PER_CLASS, seed)
+    if max_per_class is not None:
+        pool = cap_per_class(pool, src.labels, max_per_class, seed)
+        test = cap_per_class(test, src.labels, max_per_class, seed) if test is not None and len(test) else test
+    return split_items(src.labels, pool, test, selection_ratio, test_ratio, seed, len(src.classes))
+
+
 def load_data(
     path: str | os.PathLike[str] | None,
     resolution: int,
     *,
-    val_ratio: float = 0.1,
-    long_tail: str | None = None,
-    augment: bool | TrainAugment = False,
+    recipe: Recipe | None = None,
+    selection_ratio: float = DEFAULT_SELECTION_RATIO,
+    test_ratio: float = DEFAULT_TEST_RATIO,
     seed: int = 0,
     max_per_class: int | None = None,
     in_memory: bool | None = None,
+    val_ratio: float | None = None,
+    long_tail: str | None = None,
+    augment: bool | TrainAugment = False,
 ) -> DataBundle:
-    """Read a data folder (or the embedded digits for ``path=None``) into train/val datasets.
+    """Read a data folder (or the embedded digits for ``path=None``) into train / selection / test datasets.
 
-    ``long_tail``: ``"exp:IF"``, ``"seed"`` or ``"none"`` (digits default to ``exp:10``, folders to
-    none); ``augment=True`` adds RandAugment to the training crop + flip (a :class:`TrainAugment` sets
-    everything); ``in_memory=None`` decodes once into memory when the pixels fit in
-    :data:`MEMORY_LIMIT_BYTES`. Deterministic for a given ``seed`` (augmentation uses torch's RNG).
+    ``recipe`` (None: :meth:`Recipe.for_data`) sets the training augmentation and the long tail, applied
+    at ``resolution`` (the spec's). ``seed`` fixes the splits and the long-tail subsampling (augmentation
+    draws from torch's RNG). ``in_memory=None`` decodes once into memory when the pixels fit in
+    :data:`MEMORY_LIMIT_BYTES`. Older keywords, still accepted: ``val_ratio`` (= ``selection_ratio``),
+    ``long_tail`` and ``augment`` (see :func:`resolve_recipe`).
     """
     start = time.perf_counter()
-    if resolution < MIN_RESOLUTION:
-        raise DataError(f"resolution {resolution} px is below the minimum of {MIN_RESOLUTION} px",
-                        f"use at least {MIN_RESOLUTION} (five stride-2 stages)")
-    if not 0 < val_ratio < 1:
-        raise DataError(f"val_ratio {val_ratio} is outside (0, 1)", "use e.g. 0.1 (the seed's) or 0.2")
-    if max_per_class is not None and max_per_class < 1:
-        raise DataError(f"max_per_class {max_per_class} must be at least 1", "omit it to use every image")
-    profile = parse_long_tail(DIGITS_LONG_TAIL if path is None and long_tail is None else long_tail)
+    recipe = resolve_recipe(path, recipe, long_tail=long_tail, augment=augment)
+    selection_ratio = selection_ratio if val_ratio is None else val_ratio
+    _check_arguments(resolution, selection_ratio, test_ratio, max_per_class)
     size = store_size(resolution)
-    src = _digits(size) if path is None else _folder(path)
-    labels, classes, layout = src["labels"], src["classes"], src["layout"]
-    if layout == LAYOUT_FOLDERS:
-        train_idx, val_idx, both = src["train_idx"], src["val_idx"], []
-        if max_per_class is not None:
-            train_idx = cap_per_class(train_idx, labels, max_per_class, seed)
-            val_idx = cap_per_class(val_idx, labels, max_per_class, seed) if len(val_idx) else val_idx
-    else:
-        pool = np.arange(len(labels))
-        if path is None:
-            pool = cap_per_class(pool, labels, DIGITS_PER_CLASS, seed)
-        if max_per_class is not None:
-            pool = cap_per_class(pool, labels, max_per_class, seed)
-        train_pos, val_pos, both = split_per_class(labels[pool], len(classes), val_ratio, seed)
-        train_idx, val_idx = pool[train_pos], pool[val_pos]
-    shortfall: dict[int, int] = {}
-    sizes = np.bincount(labels[train_idx], minlength=len(classes))
-    targets = profile.targets(int(sizes.max()), len(classes)) if profile else None
-    if targets is not None:
-        train_idx, shortfall = subsample_per_class(train_idx, labels, rank_targets(targets, sizes), seed)
+    src = digits_source(size) if path is None else folder_source(path)
+    labels, classes = src.labels, src.classes
+    split = _split(src, selection_ratio, test_ratio, seed, max_per_class)
+    apply_long_tail(split, labels, len(classes), recipe.long_tail, seed)
 
-    train_aug = augment if isinstance(augment, TrainAugment) else (
-        DIGITS_AUGMENT if path is None else FOLDER_AUGMENT)
-    if augment is True:
-        train_aug = TrainAugment(train_aug.scale, train_aug.ratio, train_aug.hflip, randaugment=True)
-    needed = np.union1d(train_idx, val_idx)
-    memory = path is None or (len(needed) * 3 * size * size <= MEMORY_LIMIT_BYTES if in_memory is None
-                              else in_memory)
-    skipped: list[tuple[str, str]] = list(src.get("skipped", []))
-    if path is None:
-        pixels: torch.Tensor | list[str] = src["store"]
-        pos = np.arange(len(labels))
-    elif memory:
-        pixels, pos, failed = _decode(src["paths"], needed, size)
-        skipped += failed
-        ok = pos >= 0
-        train_idx, val_idx = train_idx[ok[train_idx]], val_idx[ok[val_idx]]
-    else:
-        pixels, pos = src["paths"], np.arange(len(labels))
-
-    train_counts = np.bincount(labels[train_idx], minlength=len(classes)).tolist()
-    val_counts = np.bincount(labels[val_idx], minlength=len(classes)).tolist()
-    empty = [classes[c] for c, n in enumerate(train_counts) if n == 0]
+    pixels, pos, skipped = _pixels(src, split, size, in_memory)
+    memory = isinstance(pixels, torch.Tensor)
+    counts = {name: np.bincount(labels[getattr(split, name)], minlength=len(classes)).tolist()
+              for name in ("train", "selection", "test")}
+    empty = [classes[c] for c, n in enumerate(counts["train"]) if n == 0]
     if empty:
         raise DataError(f"class {empty[0]!r} has no readable training image"
                         + (f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""),
@@ -250,27 +327,49 @@ def load_data(
     if skipped:
         warnings.warn(DataWarning(f"skipped {len(skipped)} unreadable image files under {path} "
                                   f"(first: {skipped[0][0]}: {skipped[0][1]})"), stacklevel=2)
-    evaluate = EvalTransform(resolution)
-    train = _dataset(pixels, pos[train_idx], labels[train_idx], size, TrainTransform(resolution, train_aug))
+    augmentation = train_augment(recipe)
     report = DataReport(
         source=DIGITS_SOURCE if path is None else str(Path(path).expanduser()),
-        layout=layout, resolution=resolution, classes=len(classes),
-        train_images=len(train_idx), val_images=len(val_idx),
-        val_ratio=None if layout == LAYOUT_FOLDERS else val_ratio,
-        long_tail=str(profile) if profile and profile.kind != "none" else None,
-        imbalance_factor=max(train_counts) / min(train_counts),
-        classes_in_both=[classes[c] for c in both],
-        classes_without_val=[classes[c] for c, n in enumerate(val_counts) if n == 0],
-        profile_shortfall={classes[c]: n for c, n in shortfall.items()},
+        layout=src.layout, resolution=resolution, classes=len(classes),
+        train_images=len(split.train), selection_images=len(split.selection), test_images=len(split.test),
+        selection_ratio=selection_ratio, test_ratio=None if src.test_idx is not None else test_ratio,
+        split_seed=seed, test_folder=src.test_folder,
+        long_tail=long_tail_name(recipe.long_tail),
+        imbalance_factor=max(counts["train"]) / min(counts["train"]),
+        classes_in_both=[classes[c] for c in split.both],
+        classes_without_test=[classes[c] for c, n in enumerate(counts["test"]) if n == 0],
+        profile_shortfall={classes[c]: n for c, n in split.shortfall.items()},
         skipped=len(skipped), skipped_sample=[f"{p}: {why}" for p, why in skipped[:SKIP_SAMPLE]],
-        ignored_files=int(src.get("ignored", 0)), channel_modes=dict(src.get("modes", {})),
-        in_memory=bool(memory), store_size=size,
+        ignored_files=src.ignored, channel_modes=dict(src.modes), in_memory=memory, store_size=size,
         memory_bytes=int(pixels.numel()) if isinstance(pixels, torch.Tensor) else 0,
-        augment=train_aug.to_dict(), load_s=round(time.perf_counter() - start, 3),
+        recipe=recipe.to_dict(), augment=augmentation.to_dict(), load_s=round(time.perf_counter() - start, 3),
     )
-    val = _dataset(pixels, pos[val_idx], labels[val_idx], size, evaluate)
-    return DataBundle(train, val, list(classes), train_counts, val_counts, report,
-                      train_eval=train.with_transform(evaluate))
+    evaluate = EvalTransform(resolution)
+    train = _dataset(pixels, pos[split.train], labels[split.train], size, TrainTransform(resolution, augmentation))
+    return DataBundle(
+        train, _dataset(pixels, pos[split.selection], labels[split.selection], size, evaluate),
+        _dataset(pixels, pos[split.test], labels[split.test], size, evaluate), list(classes),
+        counts["train"], counts["selection"], counts["test"], report,
+        train_eval=train.with_transform(evaluate), recipe=recipe,
+    )
+
+
+def _pixels(
+    src: Source, split: Split, size: int, in_memory: bool | None
+) -> tuple[torch.Tensor | list[str], np.ndarray, list[tuple[str, str]]]:
+    """``(pixels, pos, skipped)``: an in-memory uint8 store (decoded once when it fits in
+    :data:`MEMORY_LIMIT_BYTES`, or as ``in_memory`` says) or the file list, and ``pos[i]``, item ``i``'s row.
+    Files that fail to decode join ``skipped`` and leave the split (in place)."""
+    rows = np.arange(len(src.labels))
+    if src.store is not None:
+        return src.store, rows, list(src.skipped)
+    needed = np.union1d(np.union1d(split.train, split.selection), split.test)
+    if not (len(needed) * 3 * size * size <= MEMORY_LIMIT_BYTES if in_memory is None else in_memory):
+        return src.paths, rows, list(src.skipped)
+    store, pos, failed = decode(src.paths, needed, size)
+    ok = pos >= 0
+    split.train, split.selection, split.test = (s[ok[s]] for s in (split.train, split.selection, split.test))
+    return store, pos, [*src.skipped, *failed]
 
 
 def _dataset(
@@ -281,74 +380,3 @@ def _dataset(
     if isinstance(pixels, torch.Tensor):
         return TensorImageDataset(pixels, torch.as_tensor(rows, dtype=torch.int64), y, transform)
     return ImagePathDataset([pixels[i] for i in rows], y, size, transform)
-
-
-def _folder(path: str | os.PathLike[str]) -> dict[str, object]:
-    """Scan a folder: labels, paths, split membership, skipped files, channel modes."""
-    scan = scan_images(path)
-    labels = np.array([im.label for im in scan.images], dtype=np.int64)
-    split = np.array([im.split for im in scan.images])
-    train_mask = split != "val"
-    counts = np.bincount(labels[train_mask], minlength=len(scan.classes))
-    if not len(scan.images) or (counts == 0).any():
-        c = int(np.flatnonzero(counts == 0)[0]) if len(scan.images) else 0
-        where = Path(path) / ("train" if scan.layout == LAYOUT_FOLDERS else "") / scan.classes[c]
-        raise DataError(f"class folder {where} has no readable image ({len(scan.skipped)} files skipped in all)",
-                        "add images to it or remove the folder")
-    modes: dict[str, int] = {}
-    for im in scan.images:
-        modes[im.mode] = modes.get(im.mode, 0) + 1
-    out: dict[str, object] = {
-        "labels": labels, "classes": scan.classes, "layout": scan.layout, "paths": [im.path for im in scan.images],
-        "skipped": scan.skipped, "ignored": scan.ignored, "modes": modes,
-    }
-    if scan.layout == LAYOUT_FOLDERS:
-        out["train_idx"], out["val_idx"] = np.flatnonzero(train_mask), np.flatnonzero(~train_mask)
-    return out
-
-
-def _decode(paths: list[str], needed: np.ndarray, size: int) -> tuple[torch.Tensor, np.ndarray, list[tuple[str, str]]]:
-    """Decode ``paths[needed]`` into one uint8 store; ``pos[i]`` is item i's row (−1: failed or unneeded)."""
-    store = np.empty((len(needed), size, size, 3), dtype=np.uint8)  # (N, S, S, 3): PIL's layout, no copy
-    failed: list[tuple[str, str]] = []
-    ok = np.ones(len(needed), dtype=bool)
-
-    def work(k: int) -> None:
-        try:
-            store[k] = load_square(paths[needed[k]], size)
-        except Exception as exc:  # a truncated or damaged file that passed the header check
-            ok[k] = False
-            failed.append((paths[needed[k]], f"cannot decode ({type(exc).__name__})"))
-
-    with ThreadPoolExecutor(workers()) as pool:
-        list(pool.map(work, range(len(needed)), chunksize=32))
-    pos = np.full(len(paths), -1, dtype=np.int64)
-    pos[needed[ok]] = np.flatnonzero(ok)  # failed rows stay in the store, unreferenced
-    return torch.from_numpy(store).permute(0, 3, 1, 2), pos, sorted(failed)
-
-
-def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's digits: images ``(1797, 8, 8)`` in 0..16 and labels.
-
-    Read straight from the CSV that scikit-learn ships (what ``load_digits`` parses), because importing
-    ``sklearn.datasets`` costs 2–3 s; ``load_digits`` is the fallback if the file moves.
-    """
-    spec = importlib.util.find_spec("sklearn")
-    csv_path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
-    if csv_path is not None and csv_path.is_file():
-        table = np.loadtxt(csv_path, delimiter=",", dtype=np.float64)
-        return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
-    from sklearn.datasets import load_digits  # ships inside scikit-learn: nothing is downloaded
-
-    digits = load_digits()
-    return digits.images, digits.target.astype(np.int64)
-
-
-def _digits(size: int) -> dict[str, object]:
-    """The 1,797 8×8 digits as a uint8 RGB store of ``size × size`` squares (bilinear upsampling)."""
-    images, labels = _digits_arrays()
-    x = torch.from_numpy(images).float().mul(255 / 16)[:, None]  # (N, 1, 8, 8), 0..255
-    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    store = x.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
-    return {"labels": labels, "classes": [str(d) for d in range(10)],
-            "layout": LAYOUT_DIGITS, "store": store, "modes": {"L": len(store)}}

@@ -1,26 +1,34 @@
-"""Image folders: the two layouts, class discovery and a header-only scan of every image (no decoding).
+"""Where images come from: image folders (two layouts, class discovery, a header-only scan, decoding) and
+the embedded digits, each read into a :class:`Source` that :func:`trials.data.load_data` splits.
 
 ``PATH/train/<class>/*`` + ``PATH/val/<class>/*`` (``valid``, ``validation`` or ``test`` also name the
-validation folder) is the "train/val folders" layout; ``PATH/<class>/*`` (or ``PATH/train/`` alone) is
-"split per class". Classes are the sorted subfolder names (torchvision's ImageFolder order); hidden
-folders and files, and files without an image extension (torchvision's ``IMG_EXTENSIONS``), are ignored
-and counted. A file that is empty, not an image, or has a damaged header is skipped with its reason.
+second folder, whose images are the test split) is the "train/val folders" layout; ``PATH/<class>/*``
+(or ``PATH/train/`` alone) is "split per class". Classes are the sorted subfolder names (torchvision's
+ImageFolder order); hidden folders and files, and files without an image extension (torchvision's
+``IMG_EXTENSIONS``), are ignored and counted. A file that is empty, not an image, or has a damaged
+header is skipped with its reason.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
 from trials.errors import DataError
+from trials.transforms import load_square
 
 LAYOUT_FOLDERS = "train/val folders"
 LAYOUT_SPLIT = "split per class"
+LAYOUT_DIGITS = "embedded digits"
 VAL_DIR_NAMES = ("val", "valid", "validation", "test")
 
 
@@ -128,3 +136,93 @@ def scan_images(path: str | os.PathLike[str]) -> FolderScan:
             images.append(ImageInfo(p, label, split, *probe))
     root = Path(path).expanduser()
     return FolderScan(root, layout, classes, images, skipped, ignored, val_dir.name if val_dir else None)
+
+
+# -- sources: what load_data splits ------------------------------------------------------------------
+
+@dataclass
+class Source:
+    """Every image of a data set before the split: labels, and pixels (``store``) or files (``paths``).
+
+    ``pool_idx`` are the items the training, selection (and, when carved, test) splits come from;
+    ``test_idx`` is the test folder's items in the train/val layout, else None (the test split is carved).
+    """
+
+    labels: np.ndarray
+    classes: list[str]
+    layout: str
+    pool_idx: np.ndarray
+    test_idx: np.ndarray | None = None
+    test_folder: str | None = None
+    store: torch.Tensor | None = None  # (N, 3, S, S) uint8, for data generated in memory (the digits)
+    paths: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    ignored: int = 0
+    modes: dict[str, int] = field(default_factory=dict)
+
+
+def folder_source(path: str | os.PathLike[str]) -> Source:
+    """Scan a data folder (headers only): labels, files, which items form the test folder, skipped files."""
+    scan = scan_images(path)
+    labels = np.array([im.label for im in scan.images], dtype=np.int64)
+    test_mask = np.array([im.split == "val" for im in scan.images], dtype=bool)
+    counts = np.bincount(labels[~test_mask], minlength=len(scan.classes))
+    if not len(scan.images) or (counts == 0).any():
+        c = int(np.flatnonzero(counts == 0)[0]) if len(scan.images) else 0
+        where = Path(path) / ("train" if scan.layout == LAYOUT_FOLDERS else "") / scan.classes[c]
+        raise DataError(f"class folder {where} has no readable image ({len(scan.skipped)} files skipped in all)",
+                        "add images to it or remove the folder")
+    folders = scan.layout == LAYOUT_FOLDERS
+    return Source(
+        labels=labels, classes=scan.classes, layout=scan.layout, pool_idx=np.flatnonzero(~test_mask),
+        test_idx=np.flatnonzero(test_mask) if folders else None, test_folder=scan.val_dir if folders else None,
+        paths=[im.path for im in scan.images], skipped=scan.skipped, ignored=scan.ignored,
+        modes=dict(Counter(im.mode for im in scan.images)),
+    )
+
+
+def decode(paths: list[str], needed: np.ndarray, size: int) -> tuple[torch.Tensor, np.ndarray, list[tuple[str, str]]]:
+    """Decode ``paths[needed]`` into one uint8 store; ``pos[i]`` is item i's row (−1: failed or unneeded)."""
+    store = np.empty((len(needed), size, size, 3), dtype=np.uint8)  # (N, S, S, 3): PIL's layout, no copy
+    failed: list[tuple[str, str]] = []
+    ok = np.ones(len(needed), dtype=bool)
+
+    def work(k: int) -> None:
+        try:
+            store[k] = load_square(paths[needed[k]], size)
+        except Exception as exc:  # a truncated or damaged file that passed the header check
+            ok[k] = False
+            failed.append((paths[needed[k]], f"cannot decode ({type(exc).__name__})"))
+
+    with ThreadPoolExecutor(workers()) as pool:
+        list(pool.map(work, range(len(needed)), chunksize=32))
+    pos = np.full(len(paths), -1, dtype=np.int64)
+    pos[needed[ok]] = np.flatnonzero(ok)  # failed rows stay in the store, unreferenced
+    return torch.from_numpy(store).permute(0, 3, 1, 2), pos, sorted(failed)
+
+
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits: images ``(1797, 8, 8)`` in 0..16 and labels.
+
+    Read straight from the CSV that scikit-learn ships (what ``load_digits`` parses), because importing
+    ``sklearn.datasets`` costs 2–3 s; ``load_digits`` is the fallback if the file moves.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    csv_path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
+    if csv_path is not None and csv_path.is_file():
+        table = np.loadtxt(csv_path, delimiter=",", dtype=np.float64)
+        return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits  # ships inside scikit-learn: nothing is downloaded
+
+    digits = load_digits()
+    return digits.images, digits.target.astype(np.int64)
+
+
+def digits_source(size: int) -> Source:
+    """The 1,797 8×8 digits as a uint8 RGB store of ``size × size`` squares (bilinear upsampling)."""
+    images, labels = digits_arrays()
+    x = torch.from_numpy(images).float().mul(255 / 16)[:, None]  # (N, 1, 8, 8), 0..255
+    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    store = x.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    return Source(labels=labels, classes=[str(d) for d in range(10)], layout=LAYOUT_DIGITS,
+                  pool_idx=np.arange(len(labels)), store=store, modes={"L": len(store)})

@@ -4,11 +4,13 @@ Every image is stored as a ``(3, S, S)`` uint8 square, ``S = round(R · 256/224)
 resolution ``R`` (37 for 32 px, 128 for 112 px): the central square of the image resized to ``S``,
 i.e. the seed's "resize shorter side, center crop" minus the final crop. From that store
 
-- evaluation (val, and train when it is evaluated) takes the central ``R × R`` crop — exactly the seed's
+- evaluation (selection, test, and train when it is evaluated) takes the central ``R × R`` crop — the seed's
   resize-to-``S`` + center-crop-``R`` validation transform;
 - training takes a RandomResizedCrop (area ``scale``, aspect ``ratio``) resampled to ``R × R`` plus a
-  horizontal flip, computed for a whole batch at once with one ``affine_grid`` + ``grid_sample`` (per
-  image: its own box and flip), about 6× faster than per-image torchvision ops on 2 CPU cores;
+  horizontal flip with probability ``hflip``, computed for a whole batch at once with one ``affine_grid``
+  + ``grid_sample`` (per image: its own box and flip), about 6× faster than per-image torchvision ops on
+  2 CPU cores; :func:`train_augment` is the one place that turns a :class:`trials.recipe.Recipe` into
+  these settings;
   ``randaugment=True`` first applies torchvision's ``RandAugment`` (2 ops, magnitude 9) to groups of
   ``RANDAUGMENT_GROUP`` images that share the drawn ops (per-image RandAugment costs ~0.65 ms, a group
   of 8 ~0.07 ms per image).
@@ -30,6 +32,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
+
+from trials.errors import TrainError
+from trials.recipe import Recipe
 
 MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, as the seed's training scripts use
 STD = (0.229, 0.224, 0.225)
@@ -84,12 +89,18 @@ def normalize(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class TrainAugment:
-    """Training augmentation: RandomResizedCrop area ``scale`` and aspect ``ratio``, flip, RandAugment."""
+    """Training augmentation: RandomResizedCrop area ``scale`` and aspect ``ratio``, flip probability
+    ``hflip``, RandAugment. Built from a recipe by :func:`train_augment`."""
 
-    scale: tuple[float, float] = (0.25, 1.0)
-    ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    hflip: bool = True
+    scale: tuple[float, float]
+    ratio: tuple[float, float]
+    hflip: float
     randaugment: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.hflip, bool) or not 0 <= self.hflip <= 1:  # True would silently mean "always"
+            raise TrainError(f"hflip {self.hflip!r} is not a probability in [0, 1]",
+                             "use 0.5 for a random flip, 0 for none")
 
     def to_dict(self) -> dict[str, object]:
         """JSON-able form (for reports)."""
@@ -97,10 +108,18 @@ class TrainAugment:
                 "randaugment": self.randaugment}
 
 
-#: Folders: a milder crop than timm's (0.08, 1) because short CPU budgets cannot undo strong crops.
-FOLDER_AUGMENT = TrainAugment()
-#: Digits are not mirror-symmetric and fill their 8×8 frame: no flip, light crops.
-DIGITS_AUGMENT = TrainAugment(scale=(0.6, 1.0), ratio=(0.85, 1 / 0.85), hflip=False)
+def train_augment(recipe: Recipe) -> TrainAugment:
+    """The augmentation a recipe asks for (the only mapping from :class:`~trials.recipe.Recipe` fields)."""
+    recipe.validate()
+    (s0, s1), (r0, r1) = recipe.crop_scale, recipe.crop_ratio
+    return TrainAugment(scale=(float(s0), float(s1)), ratio=(float(r0), float(r1)), hflip=float(recipe.hflip),
+                        randaugment=recipe.randaugment)
+
+
+def with_augment(recipe: Recipe, augment: TrainAugment) -> Recipe:
+    """``recipe`` with the augmentation ``augment`` describes (the inverse of :func:`train_augment`)."""
+    return recipe.replace(hflip=augment.hflip, crop_scale=augment.scale, crop_ratio=augment.ratio,
+                          randaugment=augment.randaugment)
 
 
 class EvalTransform:
@@ -117,11 +136,14 @@ class EvalTransform:
 
 
 class TrainTransform:
-    """uint8 ``(B, 3, S, S)`` → per-image random resized crop + flip (+ RandAugment), normalized float."""
+    """uint8 ``(B, 3, S, S)`` → per-image random resized crop + flip (+ RandAugment), normalized float.
 
-    def __init__(self, resolution: int, augment: TrainAugment = FOLDER_AUGMENT) -> None:
+    ``augment=None`` is the default recipe's augmentation (``train_augment(Recipe())``).
+    """
+
+    def __init__(self, resolution: int, augment: TrainAugment | None = None) -> None:
         self.resolution = resolution
-        self.augment = augment
+        self.augment = augment if augment is not None else train_augment(Recipe())
         self._randaugment = v2.RandAugment() if augment.randaugment else None
 
     def boxes(self, n: int) -> torch.Tensor:
@@ -148,8 +170,8 @@ class TrainTransform:
             x = torch.cat([self._randaugment(group) for group in x.split(RANDAUGMENT_GROUP)])
         cx, cy, w, h = self.boxes(n).unbind(1)
         sign = torch.ones(n)
-        if self.augment.hflip:
-            sign = torch.where(torch.rand(n) < 0.5, -1.0, 1.0)
+        if self.augment.hflip > 0:  # no draw at 0: the RNG stream stays that of a flip-free recipe
+            sign = torch.where(torch.rand(n) < self.augment.hflip, -1.0, 1.0)
         theta = torch.zeros(n, 2, 3)  # output coords in [-1, 1] → input coords in [-1, 1]
         theta[:, 0, 0] = w * sign
         theta[:, 0, 2] = 2 * cx - 1
