@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import json
 import os
 import shutil
@@ -23,34 +22,44 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
 from nas.objectives import Limits
-from nas.pareto import PICKS, pareto_front, pick
-from nas.reports import checkpoint_data_settings
+from nas.pareto import PARETO_PICKS, pareto_front, pick
 from nas.runs import DATA_DEFAULTS
 from nas.storage import DEFAULT_STORAGE, load_study, mask_url, storage_errors
 from search_space import ArchSpec, resolve_arch
 from search_space.errors import NasError
 from search_space.io import atomic_write
+from trials.config import TrainConfig
 from trials.errors import ExportError
-from trials.export import ModelCard, export_model, sha256_file
+from trials.export import Provenance, export_model
+from trials.export_stages import LatencyOptions, QuantizeOptions
+from trials.model_card import ModelCard
 
-#: ``--pick`` choices of :func:`export_pareto`: the two of :func:`nas.pareto.pick`, or the whole front.
-PARETO_PICKS = (*PICKS, "all")
+if TYPE_CHECKING:
+    from torch import nn
+
+    from trials.checkpoint import Checkpoint
+    from trials.data import DataBundle
+
 SUMMARY_NAME = "summary.json"
 
 
 @dataclass
 class ExportOptions:
-    """How to export: quantization, calibration, latency measurement, hardware tables for predictions."""
+    """How to export: quantization, calibration, latency measurement, hardware tables for predictions.
+
+    ``ort_threads``: onnxruntime threads for the host latency; ``tables``: extra hardware-table CSVs
+    (merged with the shipped seed table) for the model card's predicted latencies.
+    """
 
     per_channel: bool = False
     calibration_images: int = 256
-    threads: int = 1
-    hardware: Sequence[str] = ()
+    ort_threads: int = 1
+    tables: Sequence[str] = ()
     latency_protocol: Mapping[str, int] | None = None
 
 
@@ -76,7 +85,7 @@ class DataOptions:
         return {**DATA_DEFAULTS, "seed": 0, **base, **given}
 
 
-def _load_data(settings: Mapping[str, Any], resolution: int, augment: bool | None = None) -> Any:
+def _load_data(settings: Mapping[str, Any], resolution: int, augment: bool | None = None) -> DataBundle:
     from trials.data import load_data
 
     return load_data(settings["path"], resolution, val_ratio=settings["val_ratio"], long_tail=settings["long_tail"],
@@ -84,22 +93,18 @@ def _load_data(settings: Mapping[str, Any], resolution: int, augment: bool | Non
                      max_per_class=settings["max_per_class"])
 
 
-def _data_info(settings: Mapping[str, Any], bundle: Any) -> dict[str, Any]:
+def _data_info(settings: Mapping[str, Any], bundle: DataBundle) -> dict[str, Any]:
     """The card's ``data`` field: how the data was loaded and what it held."""
     return {**settings, "report": bundle.report.to_dict()}
 
 
-@functools.lru_cache(maxsize=8)
-def _predictors(hardware: tuple[str, ...]) -> dict[str, Any]:
-    from predictors import fit_predictors, load_table
+def predicted_latency(spec: ArchSpec, tables: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Predicted batch-1 latency of ``spec`` on every device of the seed table (+ ``tables`` CSVs), from the
+    same cached fit as the search (:func:`predictors.fitted`), so the card shows the search's numbers."""
+    from predictors import fitted
 
-    return dict(fit_predictors(load_table(list(hardware))))
-
-
-def predicted_latency(spec: ArchSpec, hardware: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Predicted batch-1 latency of ``spec`` on every device of the seed table (+ ``hardware`` CSVs)."""
     rows = []
-    for key, predictor in sorted(_predictors(tuple(str(h) for h in hardware)).items()):
+    for key, predictor in sorted(fitted(tables).predictors.items()):
         p = predictor.predict(spec)
         rows.append({"key": key, **dataclasses.asdict(p)})
     return rows
@@ -125,14 +130,10 @@ def _output_folder(out: Path) -> Iterator[Path]:
         raise
 
 
-def _load_trained(checkpoint: str | os.PathLike[str]) -> tuple[Any, ArchSpec, list[str], dict[str, Any]]:
-    from trials.checkpoint import load_checkpoint, model_from_checkpoint
-
-    model, spec, classes, config = model_from_checkpoint(checkpoint)
-    state = load_checkpoint(checkpoint)
-    training = {"config": config.to_dict(), "metrics": state.get("metrics"), "epochs": state.get("epoch"),
-                "best": state.get("best"), "checkpoint": str(checkpoint), "from": "checkpoint"}
-    return model, spec, classes, training
+def _checkpoint_training(ckpt: Checkpoint) -> dict[str, Any]:
+    """The card's ``training`` field for a model that a checkpoint holds."""
+    return {"config": ckpt.config.to_dict(), "metrics": ckpt.metrics, "epochs": ckpt.epoch, "best": ckpt.best,
+            "checkpoint": str(ckpt.source), "from": "checkpoint"}
 
 
 def export_arch(
@@ -143,13 +144,13 @@ def export_arch(
     data: DataOptions | None = None,
     resolution: int | None = None,
     block: str | None = None,
-    config: Any = None,
+    config: TrainConfig | None = None,
     options: ExportOptions | None = None,
     source: Mapping[str, Any] | None = None,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     on_step: Callable[[str], None] | None = None,
 ) -> ModelCard:
-    """Train ``arch`` fully with ``config`` (a :class:`trials.train.TrainConfig`), or load ``checkpoint``,
+    """Train ``arch`` fully with ``config`` (a :class:`trials.config.TrainConfig`), or load ``checkpoint``,
     and export it into ``out_dir`` (see :func:`trials.export.export_model`); return the model card.
 
     ``arch`` is a preset name, spec string or :class:`ArchSpec`; its class count follows the data.
@@ -162,29 +163,32 @@ def export_arch(
     notes: list[str] = []
     with _output_folder(out):
         if checkpoint is not None:
+            from trials.checkpoint import Checkpoint
+
             step(f"loading checkpoint {checkpoint}")
-            model, spec, classes, training = _load_trained(checkpoint)
+            ckpt = Checkpoint.read(checkpoint)  # the only read of the file: everything below uses ckpt
+            model, spec, classes = ckpt.build_model(), ckpt.spec, ckpt.classes
             if arch is not None:
                 wanted = arch if isinstance(arch, ArchSpec) else resolve_arch(
                     arch, resolution or spec.resolution, spec.num_classes, block)
                 if wanted.replace(num_classes=spec.num_classes) != spec:
                     raise ExportError(f"checkpoint {checkpoint} holds {spec}, not {wanted}",
-                                      "drop --arch/--trial, or give the checkpoint of that architecture")
-            settings = data.settings(checkpoint_data_settings(checkpoint))
+                                      "leave out the architecture, or give the checkpoint of that architecture")
+            settings = data.settings(ckpt.data.split_options())
             bundle = _load_data(settings, spec.resolution, augment=False)
             if list(bundle.classes) != list(classes):
                 raise ExportError(f"the data's {len(bundle.classes)} classes are not the checkpoint's "
-                                  f"{len(classes)} classes", "export with the data the model was trained on (--data)")
-            source = {"kind": "checkpoint", "checkpoint": str(checkpoint), "sha256": sha256_file(checkpoint),
-                      **(source or {})}
-            return _export(model, spec, bundle, out, settings, options, training, source, notes, {}, step)
+                                  f"{len(classes)} classes", "export with the data the model was trained on")
+            source = {"kind": "checkpoint", "checkpoint": str(checkpoint), "sha256": ckpt.sha256, **(source or {})}
+            return _export(model, spec, bundle, out, settings, options, _checkpoint_training(ckpt), source, notes,
+                           {}, step)
         if arch is None:
-            raise ExportError("nothing to export", "give an architecture (--arch), a trial (--trial) or --checkpoint")
+            raise ExportError("nothing to export", "give an architecture, a trial of a study or a checkpoint")
         spec = arch if isinstance(arch, ArchSpec) else resolve_arch(arch, resolution, None, block)
         if resolution is not None and isinstance(arch, ArchSpec) and spec.resolution != resolution:
             spec = spec.replace(resolution=resolution)
-        predicted = predicted_latency(spec, options.hardware)  # fails fast on a bad hardware table
-        from trials.config import TrainConfig
+        predicted = predicted_latency(spec, options.tables)  # fails fast on a bad hardware table
+        from trials.checkpoint import DataSettings
         from trials.train import train
 
         config = config or TrainConfig()
@@ -194,13 +198,13 @@ def export_arch(
         if spec.num_classes != len(bundle.classes):
             notes.append(f"class count set from the data: {spec.num_classes} → {len(bundle.classes)}")
             spec = spec.replace(num_classes=len(bundle.classes))
-            predicted = predicted_latency(spec, options.hardware)
+            predicted = predicted_latency(spec, options.tables)
         train_dir = Path(tempfile.mkdtemp(prefix=".train-", dir=out))
         try:
             step(f"training {spec} ({config.epochs} epochs"
                  + (f", at most {config.max_steps} steps)" if config.max_steps else ")"))
             result = train(spec, bundle, config, out_dir=train_dir, on_progress=on_progress,
-                           data_settings={**settings, "resolution": spec.resolution})
+                           data_settings=DataSettings(**settings, resolution=spec.resolution))
             training = {"config": config.to_dict(), "metrics": result.metrics, "history": result.history,
                         "from": "trained by this export"}
             if settings["augment"]:  # calibrate and check on un-augmented images
@@ -213,18 +217,17 @@ def export_arch(
             shutil.rmtree(train_dir, ignore_errors=True)
 
 
-def _export(model: Any, spec: ArchSpec, bundle: Any, out: Path, settings: dict[str, Any], options: ExportOptions,
-            training: dict[str, Any], source: Mapping[str, Any], notes: list[str], attach: Mapping[str, Path],
-            step: Callable[[str], None], predicted: list[dict[str, Any]] | None = None) -> ModelCard:
+def _export(model: nn.Module, spec: ArchSpec, bundle: DataBundle, out: Path, settings: dict[str, Any],
+            options: ExportOptions, training: dict[str, Any], source: Mapping[str, Any], notes: list[str],
+            attach: Mapping[str, Path], step: Callable[[str], None],
+            predicted: list[dict[str, Any]] | None = None) -> ModelCard:
     if predicted is None:
-        predicted = predicted_latency(spec, options.hardware)
-    return export_model(
-        model, spec, bundle.train_eval, bundle.val, bundle.classes, out,
-        per_channel=options.per_channel, calibration_images=options.calibration_images, threads=options.threads,
-        latency_protocol=options.latency_protocol, predicted=predicted, training=training,
-        data_info=_data_info(settings, bundle), source=source, attach=attach, seed=settings["seed"], notes=notes,
-        on_step=step,
-    )
+        predicted = predicted_latency(spec, options.tables)
+    quantize = QuantizeOptions(options.per_channel, options.calibration_images, seed=settings["seed"])
+    latency = LatencyOptions(options.ort_threads, **(options.latency_protocol or {}))
+    provenance = Provenance(training, _data_info(settings, bundle), source, notes)
+    return export_model(model, spec, bundle, out, quantize=quantize, latency=latency, provenance=provenance,
+                        predicted=predicted, attach=attach, on_step=step)
 
 
 def _trial_spec(study: optuna.Study, number: int) -> tuple[str, dict[str, Any]]:

@@ -1,12 +1,13 @@
 """Objectives, limits and the per-spec metrics of a search.
 
 Objectives: ``acc`` and ``bacc`` (maximize; the accuracy proxy's top-1 and balanced accuracy),
-``latency[:DEVICE]`` (minimize; predicted ms), ``macs``, ``params``, ``memory`` (peak on-chip KiB).
+``latency[:TARGET]`` (minimize; predicted ms on a hardware target), ``macs``, ``params``, ``memory`` (peak on-chip KiB).
 A cost objective written ``max:macs`` (or ``max:params``) is maximized instead: capacity as a cheap
 stand-in for accuracy, which gives cost-only searches a real trade-off.
 Limits (``T4=0.6``, ``2048``, ``5M``) become Optuna constraints: each is ``value / limit − 1``
-(≤ 0 is feasible; relative, so violations in ms and KiB rank on one scale), and every target
-device adds ``feasible:DEVICE`` (0 when the predictor says the model fits the chip, else 1).
+(≤ 0 is feasible; relative, so violations in ms and KiB rank on one scale), and every hardware
+target adds ``feasible:TARGET`` (0 when the predictor says the model fits the chip, else 1).
+(Objects and stored studies call a target ``device``, as the hardware tables do.)
 """
 
 from __future__ import annotations
@@ -57,12 +58,13 @@ class Objective:
         return self.kind in MAXIMIZE
 
 
-def parse_objectives(text: str | Sequence[str], default_device: str | None = None) -> list[Objective]:
-    """``"acc,latency:T4,memory"`` → objectives; ``latency`` alone uses ``default_device``."""
+def parse_objectives(text: str | Sequence[str], default_target: str | None = None) -> list[Objective]:
+    """``"acc,latency:T4,memory"`` → objectives; ``latency`` alone uses the hardware target ``default_target``."""
     items = text.split(",") if isinstance(text, str) else [p for t in text for p in t.split(",")]
     items = [t.strip() for t in items if t.strip()]
     if not items:
-        raise SearchError("no objective given", f"choose from {', '.join(KINDS)} (latency:DEVICE for a device)")
+        raise SearchError("no objective given",
+                          f"choose from {', '.join(KINDS)} (latency:TARGET for a hardware target)")
     out: list[Objective] = []
     for item in items:
         flip = item.lower().startswith("max:")
@@ -71,13 +73,15 @@ def parse_objectives(text: str | Sequence[str], default_device: str | None = Non
         if kind not in KINDS:
             raise SearchError(f"unknown objective {item!r}", f"choose from {', '.join(KINDS)} (e.g. acc,latency:T4)")
         if kind != "latency" and device:
-            raise SearchError(f"objective {kind} takes no device ({item!r})", "only latency:DEVICE names a device")
+            raise SearchError(f"objective {kind} takes no hardware target ({item!r})",
+                              "only latency:TARGET names a target")
         if flip and kind in MAXIMIZE:
             raise SearchError(f"{item!r}: {kind} is always maximized", f"write {kind}")
         if kind == "latency":
-            device = device.strip() or (default_device or "")
+            device = device.strip() or (default_target or "")
             if not device:
-                raise SearchError("latency needs a device", "write latency:T4 or give --device T4")
+                raise SearchError("latency needs a hardware target",
+                                  "name it in the objective (latency:T4) or set a default target")
         obj = Objective(kind, device or None, flip)
         if obj.name in {o.name for o in out}:
             raise SearchError(f"objective {item!r} is given twice", "list each objective once")
@@ -101,11 +105,11 @@ def parse_number(text: str | float, what: str) -> float:
     return value
 
 
-def parse_device_limit(text: str, what: str = "--max-latency") -> tuple[str, float]:
-    """``"T4=0.6"`` → ``("T4", 0.6)``."""
+def parse_latency_limit(text: str, what: str = "latency limit") -> tuple[str, float]:
+    """``"T4=0.6"`` → ``("T4", 0.6)``: a hardware target and its latency limit in ms."""
     device, sep, value = text.partition("=")
     if not sep or not device.strip() or not value.strip():
-        raise SearchError(f"{what} {text!r} is not DEVICE=MS", f"e.g. {what} T4=0.6")
+        raise SearchError(f"{what} {text!r} is not TARGET=MS", "a hardware target and milliseconds, e.g. T4=0.6")
     return device.strip(), parse_number(value, f"{what} {device.strip()}")
 
 
@@ -129,18 +133,18 @@ class Limits:
         min_acc: str | float | None = None,
     ) -> Limits:
         """Build from CLI strings (``T4=0.6`` …); bad syntax raises :class:`SearchError`."""
-        lat = tuple(parse_device_limit(t) for t in max_latency)
+        lat = tuple(parse_latency_limit(t) for t in max_latency)
         seen = [d.lower() for d, _ in lat]
         if len(set(seen)) != len(seen):
-            raise SearchError("--max-latency names a device twice", "give one limit per device")
+            raise SearchError("the latency limits name a hardware target twice", "give one limit per target")
         acc = None
         if min_acc is not None:
             acc = _parse_fraction(min_acc)
         return cls(
             lat,
-            None if max_memory is None else parse_number(max_memory, "--max-memory"),
-            None if max_params is None else parse_number(max_params, "--max-params"),
-            None if max_macs is None else parse_number(max_macs, "--max-macs"),
+            None if max_memory is None else parse_number(max_memory, "memory limit (KiB)"),
+            None if max_params is None else parse_number(max_params, "parameter limit"),
+            None if max_macs is None else parse_number(max_macs, "MAC limit"),
             acc,
         )
 
@@ -170,9 +174,10 @@ def _parse_fraction(text: str | float) -> float:
     try:
         value = float(s[:-1]) / 100 if s.endswith("%") else float(s)
     except ValueError:
-        raise SearchError(f"--min-acc {text!r} is not a number", "e.g. 0.8 or 80%") from None
+        raise SearchError(f"accuracy limit {text!r} is not a number", "e.g. 0.8 or 80%") from None
     if not 0 <= value <= 1:
-        raise SearchError(f"--min-acc {text!r} is outside 0..1", "accuracies are fractions (0.8) or percents (80%)")
+        raise SearchError(f"accuracy limit {text!r} is outside 0..1",
+                          "accuracies are fractions (0.8) or percents (80%)")
     return value
 
 
@@ -204,6 +209,9 @@ def spec_metrics(spec: ArchSpec, predictors: Mapping[str, Any]) -> SpecMetrics:
         m.attrs[f"feasible_{key}"] = bool(p.feasible)
         if getattr(p, "uncertain", False):
             m.attrs[f"latency_{key}_uncertain"] = True
+        m.attrs[f"latency_{key}_extrapolated"] = bool(p.extrapolated)  # outside the table's measured region
+        if p.extrapolated:
+            m.attrs[f"latency_{key}_extrapolation"] = p.extrapolation  # where and how far
         m.feasible_on[key] = bool(p.feasible)
         if not p.feasible:
             m.reasons[key] = p.reason or "predicted not to fit on the chip"

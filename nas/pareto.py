@@ -30,7 +30,10 @@ from search_space import ArchSpec, preset_name
 from search_space.errors import SpecError
 
 REFERENCE = 1.1
+#: Ways :func:`pick` chooses one front trial.
 PICKS = ("knee", "best-acc-under")
+#: What an export of a front may take: one trial chosen by :func:`pick`, or ``all`` of them.
+PARETO_PICKS = (*PICKS, "all")
 
 
 # -- geometry (minimization everywhere) -----------------------------------------------------------
@@ -135,6 +138,11 @@ def trial_row(trial: FrozenTrial, metric_names: Sequence[str]) -> dict[str, Any]
             preset = None
     row["preset"] = preset
     row["feasible"] = all(v <= 0 for v in trial.constraints.values())
+    latency = [n for n in metric_names if n.startswith("latency_")]
+    latency += [k.partition("<=")[0] for k in trial.constraints if k.startswith("latency_")]
+    if latency:  # the targets whose predicted latency lies outside their table's measured region
+        row["extrapolated"] = ",".join(n.removeprefix("latency_") for n in dict.fromkeys(latency)
+                                       if attrs.get(f"{n}_extrapolated"))
     for key, value in attrs.items():
         row.setdefault(key, value)
     row["constraints"] = dict(trial.constraints)
@@ -171,13 +179,14 @@ class Front:
 
 def _attr_key(rows: Sequence[dict[str, Any]], metric: str, device: str) -> str:
     wanted = f"{metric}_{device}".lower()
-    keys = {k for r in rows for k in r if k.startswith(f"{metric}_") and not k.endswith(("_low", "_high"))}
+    extras = ("_low", "_high", "_uncertain", "_extrapolated", "_extrapolation")
+    keys = {k for r in rows for k in r if k.startswith(f"{metric}_") and not k.endswith(extras)}
     for k in keys:
         if k.lower() == wanted:
             return k
     known = sorted(k.removeprefix(f"{metric}_") for k in keys)
-    raise SearchError(f"the study has no predicted {metric} for device {device!r}",
-                      f"devices in the study: {', '.join(known) or 'none'}")
+    raise SearchError(f"the study has no predicted {metric} for hardware target {device!r}",
+                      f"targets in the study: {', '.join(known) or 'none'}")
 
 
 def limit_filter(rows: Sequence[dict[str, Any]], limits: Limits | None) -> list[tuple[str, str, float]]:
@@ -191,7 +200,7 @@ def limit_filter(rows: Sequence[dict[str, Any]], limits: Limits | None) -> list[
             checks.append((attr, "<=", value))
     if limits.min_acc is not None:
         if rows and not any("acc" in r for r in rows):
-            raise SearchError("--min-acc needs a study with accuracy (objective acc)")
+            raise SearchError("an accuracy limit needs a study with accuracy (objective acc)")
         checks.append(("acc", ">=", limits.min_acc))
     return checks
 
@@ -251,9 +260,11 @@ def pick(front: Front, how: str = "knee", under: Limits | None = None) -> dict[s
     if not any(metric in r for r in rows):
         raise SearchError("best-acc-under needs a study with an accuracy objective (acc or bacc)")
     if under is None or not (under.max_latency or under.max_memory_kib or under.max_params or under.max_macs):
-        raise SearchError("best-acc-under needs a limit", "e.g. --under T4=0.6 or --max-memory 2048")
+        raise SearchError("best-acc-under needs a limit",
+                          "give a latency limit (e.g. T4=0.6) or a memory, parameter or MAC limit")
     checks = limit_filter(rows, under)
     ok = [r for r in rows if _passes(r, checks) and metric in r]
     if not ok:
-        raise SearchError("no feasible trial satisfies the --under limits", "relax them or run more trials")
+        raise SearchError("no feasible trial satisfies the limits of best-acc-under",
+                          "relax them or run more trials")
     return max(ok, key=lambda r: (r[metric], -r["number"]))

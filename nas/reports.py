@@ -2,28 +2,32 @@
 
 ``stats_outputs(path, out_dir)`` = :func:`trials.stats.dataset_stats` + the two PNGs, a JSON and a CSV;
 ``eval_checkpoint(checkpoint, data, splits, out_dir)`` = model + data + :func:`trials.evaluate.evaluate`
-per split + a confusion PNG, a JSON and a per-class CSV per split. Every file is written atomically.
+per split + a confusion PNG, a JSON and a per-class CSV per split (the checkpoint is read once, through
+:class:`trials.checkpoint.Checkpoint`). Every file is written atomically.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from search_space.io import atomic_write
 from search_space.spec import ArchSpec
-from trials.data import DataReport, load_data
+from trials.data import DataReport, DataWarning, load_data
 from trials.errors import DataError
 from trials.evaluate import EvalResult, evaluate, save_confusion_png
 from trials.folders import find_layout, list_classes
-from trials.stats import DatasetStats, dataset_stats, save_class_histogram, save_resolution_scatter
+from trials.recipe import Recipe
+from trials.stats import SMALL_SIDE, DatasetStats, dataset_stats, save_class_histogram, save_resolution_scatter
 
 SPLITS = ("val", "train")
 
@@ -63,16 +67,18 @@ def _out_dir(out_dir: str | os.PathLike[str]) -> Path:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"cannot create output folder {out}: {exc.strerror or exc}",
-                        "pass a writable --out-dir") from exc
+                        "give a writable output folder") from exc
     return out
 
 
 def stats_outputs(
-    path: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None
+    path: str | os.PathLike[str] | None, out_dir: str | os.PathLike[str] | None = None, recipe: Recipe | None = None
 ) -> tuple[DatasetStats, dict[str, Path]]:
-    """Statistics of a data folder; with ``out_dir`` also ``class_histogram.png``, ``resolutions.png``,
-    ``stats.json`` and ``class_counts.csv`` there. Returns the stats and ``{name: path}`` of the files."""
-    stats = dataset_stats(path)
+    """Statistics of a data folder (None: the embedded digits), with the training split's imbalance and the
+    recipe's warnings (``stats.warnings``, lines for the caller to print; ``recipe`` None: the data's
+    default); with ``out_dir`` also ``class_histogram.png``, ``resolutions.png``, ``stats.json`` and
+    ``class_counts.csv`` there. Returns the stats and ``{name: path}`` of the files."""
+    stats = dataset_stats(path, recipe)
     if out_dir is None:
         return stats, {}
     out = _out_dir(out_dir)
@@ -109,28 +115,11 @@ class EvalRun:
                 **{split: r.to_dict() for split, r in self.results.items()}}
 
 
-def checkpoint_data_settings(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
-    """Data settings recorded in a checkpoint's ``data`` entry (``trials.train`` stores the data report
-    updated with path, val_ratio, long_tail, seed, max_per_class); the seed falls back to the config's."""
-    from trials.checkpoint import load_checkpoint
-
-    state = load_checkpoint(checkpoint)
-    recorded = state.get("data") if isinstance(state.get("data"), dict) else {}
-    settings = {k: recorded[k] for k in ("val_ratio", "long_tail", "seed", "max_per_class")
-                if recorded.get(k) is not None}  # None: not recorded, or not used (val_ratio of train/val folders)
-    if "path" in recorded:
-        settings["path"] = recorded["path"]
-    elif recorded.get("source") and not str(recorded["source"]).startswith("embedded:"):
-        settings["path"] = recorded["source"]
-    settings.setdefault("seed", dict(state.get("config") or {}).get("seed", 0))
-    return settings
-
-
 def _check_classes(expected: Sequence[str], found: Sequence[str]) -> None:
     if list(found) != list(expected):
         raise DataError(
             f"the checkpoint has {len(expected)} classes ({', '.join(expected[:3])}, …) but the data has "
-            f"{len(found)} ({', '.join(found[:3])}, …)", "pass the --data folder the model was trained on")
+            f"{len(found)} ({', '.join(found[:3])}, …)", "evaluate on the data the model was trained on")
 
 
 def eval_checkpoint(
@@ -145,29 +134,30 @@ def eval_checkpoint(
     batch_size: int = 256,
 ) -> EvalRun:
     """Evaluate a training checkpoint on ``splits`` of ``data`` (None: the checkpoint's recorded data, else
-    the embedded digits). Unset split settings come from the checkpoint (see
-    :func:`checkpoint_data_settings`). The data's classes must equal the checkpoint's."""
-    from trials.checkpoint import model_from_checkpoint
+    the embedded digits). Unset split settings come from the checkpoint's
+    :class:`trials.checkpoint.DataSettings`. The data's classes must equal the checkpoint's."""
+    from trials.checkpoint import Checkpoint
 
     bad = [s for s in splits if s not in SPLITS]
     if bad or not splits:
         raise DataError(f"unknown split {bad[0] if bad else '(none)'}", "use val, train or both")
-    model, spec, classes, _ = model_from_checkpoint(checkpoint)
-    recorded = checkpoint_data_settings(checkpoint)
-    path = data if data is not None else recorded.get("path")
+    ckpt = Checkpoint.read(checkpoint)
+    model = ckpt.build_model()  # a damaged file fails before the data is decoded
+    recorded = ckpt.data
+    path = data if data is not None else recorded.path
     if path is not None:  # cheap check before decoding a whole data set
-        _check_classes(classes, list_classes(find_layout(path)[1]))
+        _check_classes(ckpt.classes, list_classes(find_layout(path)[1]))
     bundle = load_data(
-        path, spec.resolution,
-        val_ratio=val_ratio if val_ratio is not None else recorded.get("val_ratio", 0.1),
-        long_tail=long_tail if long_tail is not None else recorded.get("long_tail"),
-        seed=seed if seed is not None else int(recorded.get("seed", 0)),
-        max_per_class=recorded.get("max_per_class"),
+        path, ckpt.spec.resolution,
+        val_ratio=val_ratio if val_ratio is not None else recorded.val_ratio,
+        long_tail=long_tail if long_tail is not None else recorded.long_tail,
+        seed=seed if seed is not None else recorded.seed,
+        max_per_class=recorded.max_per_class,
     )
-    _check_classes(classes, bundle.classes)
+    _check_classes(ckpt.classes, bundle.classes)
     datasets = {"val": bundle.val, "train": bundle.train_eval}
     results = {s: evaluate(model, datasets[s], bundle.classes, batch_size=batch_size) for s in splits}
-    run = EvalRun(str(checkpoint), spec, results, bundle.report)
+    run = EvalRun(str(checkpoint), ckpt.spec, results, bundle.report)
     if out_dir is not None:
         out = _out_dir(out_dir)
         for s, r in results.items():
@@ -177,3 +167,57 @@ def eval_checkpoint(
             run.files[f"per_class_{s}"] = write_csv(out / f"per_class_{s}.csv", r.per_class)
         run.files["eval"] = write_json(out / "eval.json", run.to_dict())
     return run
+
+
+def stats_figures(stats: DatasetStats) -> dict[str, str | int | float]:
+    """The headline figures of a data folder's statistics, labelled for people (images, classes, imbalance,
+    resolutions, share of small images, median size, channel modes)."""
+    summary = stats.summary()
+    return {
+        "images": stats.images, "classes": len(stats.classes),
+        "imbalance factor": round(stats.imbalance_factor, 2),
+        "distinct resolutions": stats.distinct_resolutions,
+        f"under {SMALL_SIDE}×{SMALL_SIDE}": f"{stats.share_small:.1%}",
+        "median size": f"{summary['median_width']:g}×{summary['median_height']:g}",
+        "channel modes": ", ".join(f"{k} {v}" for k, v in sorted(stats.modes.items())),
+    }
+
+
+@contextlib.contextmanager
+def data_warnings_silenced() -> Iterator[None]:
+    """Silence :class:`trials.data.DataWarning` (skipped files) for callers that show the data report instead."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        yield
+
+
+@dataclass
+class SplitReport:
+    """A data set loaded as training loads it: one row per class (``class, name, train, val, in_both``)
+    and the loader's report (layout, split rule, skipped files, long tail)."""
+
+    rows: list[dict[str, int | str | bool]]
+    report: DataReport
+
+
+def split_report(
+    path: str | os.PathLike[str] | None,
+    resolution: int,
+    *,
+    val_ratio: float = 0.1,
+    long_tail: str | None = None,
+    seed: int = 0,
+    max_per_class: int | None = None,
+) -> SplitReport:
+    """Load ``path`` (None: the embedded digits) as :func:`trials.data.load_data` does for training and count
+    every class's images per split; ``in_both`` marks classes that have images in both splits."""
+    with data_warnings_silenced():  # the report lists the skipped files
+        bundle = load_data(path, resolution, val_ratio=val_ratio, long_tail=long_tail, seed=seed,
+                           max_per_class=max_per_class)
+    both = set(bundle.report.classes_in_both)
+    rows: list[dict[str, int | str | bool]] = [
+        {"class": i, "name": name, "train": bundle.train_counts[i], "val": bundle.val_counts[i],
+         "in_both": name in both}
+        for i, name in enumerate(bundle.classes)
+    ]
+    return SplitReport(rows, bundle.report)

@@ -9,19 +9,26 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from search_space import ArchSpec, get_preset, resolve_arch
+from search_space import ArchSpec, parse_arch
 from search_space.errors import SpecError
 from search_space.io import atomic_write
+from trials.config import DATA_SAMPLERS as DATA_SAMPLERS  # re-exported (torch-free) for the command line
+from trials.config import LOSSES as LOSSES
 from trials.errors import TrainError
 
-#: How the data was loaded; recorded in every checkpoint as ``data`` (``nas eval`` reads it back).
+if TYPE_CHECKING:
+    from trials.checkpoint import Checkpoint, DataSettings
+    from trials.config import TrainConfig
+    from trials.data import DataBundle
+    from trials.train import TrainResult
+
+#: Data options of a new run (see :func:`trials.data.load_data`); a resumed run takes its checkpoint's.
 DATA_DEFAULTS: dict[str, Any] = {"path": None, "val_ratio": 0.1, "long_tail": None, "augment": False,
                                  "max_per_class": None}
 HISTORY_COLUMNS = ["epoch", "step", "train_loss", "val_top1", "val_balanced_acc", "lr", "images_per_s", "wall_s"]
@@ -32,16 +39,16 @@ class TrainingRun:
     """What :func:`run_training` did: the spec, the config, the result and the files it wrote."""
 
     spec: ArchSpec
-    config: Any  # trials.train.TrainConfig
-    result: Any  # trials.train.TrainResult
+    config: TrainConfig
+    result: TrainResult
     out_dir: Path
-    data: dict[str, Any]
+    data: DataSettings
     notes: list[str]
 
     def summary(self) -> dict[str, Any]:
         """Final metrics plus where the checkpoints are (one flat JSON-able dict)."""
         m = dict(self.result.metrics)
-        return {**m, "config": self.config.to_dict(), "data": self.data,
+        return {**m, "config": self.config.to_dict(), "data": self.data.to_dict(),
                 "checkpoint_best": str(self.out_dir / "best.pt"), "checkpoint_last": str(self.out_dir / "last.pt")}
 
 
@@ -57,31 +64,22 @@ def training_spec(
     if isinstance(arch, ArchSpec):
         spec, explicit_classes = arch, True
     else:
-        text = arch.strip()
-        spec = resolve_arch(text, resolution)
-        is_preset = "_" not in text
-        explicit_classes = not is_preset and re.search(r"_c\d+(_|$)", text) is not None
-        if is_preset:
-            get_preset(text)  # validated by resolve_arch; kept explicit for the note
+        ref = parse_arch(arch)
+        spec = ref.resolve(resolution)
+        explicit_classes = ref.fixes("num_classes")
+        if ref.is_preset:
             if resolution is None:
-                notes.append(f"preset {text} trains at its default {spec.resolution} px (set --resolution)")
-            notes.append(f"preset {text} defaults to 1000 classes; using the data's {num_classes}")
+                notes.append(f"preset {ref.text} trains at its default {spec.resolution} px "
+                             "(give a resolution to change it)")
+            notes.append(f"preset {ref.text} defaults to 1000 classes; using the data's {num_classes}")
     if resolution is not None and spec.resolution != resolution:
         spec = spec.replace(resolution=resolution)
     if spec.num_classes != num_classes:
         if explicit_classes and not classes_from_data:
             raise SpecError(f"the spec has {spec.num_classes} classes but the data has {num_classes}",
-                            "pass --classes-from-data to use the data's class count")
+                            "let the class count follow the data, or give a spec with the data's class count")
         spec = spec.replace(num_classes=num_classes)
     return spec, notes
-
-
-def _recorded(out: Path) -> dict[str, Any]:
-    from trials.checkpoint import load_checkpoint
-
-    state = load_checkpoint(out / "last.pt")
-    return {"spec": dict(state["spec"]), "config": dict(state["config"]), "data": dict(state.get("data") or {}),
-            "state": state}
 
 
 def run_training(
@@ -100,63 +98,49 @@ def run_training(
 
     ``data``: options of :func:`trials.data.load_data` (``path`` None = embedded digits, ``val_ratio``,
     ``long_tail``, ``augment``, ``max_per_class``; the split seed is the training seed). ``config``:
-    :class:`trials.train.TrainConfig` fields that differ from the defaults (or, when resuming, from the
-    checkpoint's config). Keys whose value is None are ignored.
+    :class:`trials.config.TrainConfig` fields that differ from the defaults (or, when resuming, from the
+    checkpoint's config). Keys whose value is None are ignored. When resuming, ``out_dir/last.pt`` is read
+    once and handed to :func:`trials.train.train`.
     """
+    from trials.checkpoint import DataSettings
     from trials.config import TrainConfig
-    from trials.data import load_data
     from trials.train import train
 
     note = on_note or (lambda _text: None)
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
-        raise TrainError(f"--out {out} is a file", "give a folder for the checkpoints")
+        raise TrainError(f"output folder {out} is a file", "give a folder for the checkpoints")
     given = {k: v for k, v in (config or {}).items() if v is not None}
-    data_given = {k: v for k, v in (data or {}).items() if v is not None}
+    previous: Checkpoint | None = None
     if resume:
-        if not (out / "last.pt").is_file():
-            raise TrainError(f"nothing to resume: {out / 'last.pt'} does not exist",
-                             "resume needs the --out folder of an earlier run")
-        recorded = _recorded(out)
-        base = TrainConfig.from_dict(recorded["config"])
-        data_opts = {**DATA_DEFAULTS, **{k: recorded["data"][k] for k in DATA_DEFAULTS if k in recorded["data"]}}
-        old_spec = ArchSpec.from_dict(recorded["spec"])
-        arch = arch or old_spec.to_string()
-        resolution = resolution or old_spec.resolution
+        previous = _previous_run(out)
+        base, data_opts = previous.config, {**previous.data.split_options(), "augment": previous.data.augment}
+        arch = arch or previous.spec.to_string()
+        resolution = resolution or previous.spec.resolution
         note(f"resuming {out / 'last.pt'}: unset options come from the checkpoint")
     else:
         if (out / "last.pt").exists():
-            raise TrainError(f"{out} already holds a checkpoint", "pass --resume to continue it, or use a new --out")
+            raise TrainError(f"{out} already holds a checkpoint", "resume it, or train into a new output folder")
         if arch is None:
-            raise TrainError("no architecture given", "pass --arch A0 or a spec string")
+            raise TrainError("no architecture given", "name a preset (e.g. A0) or give a spec string")
         base, data_opts = TrainConfig(), dict(DATA_DEFAULTS)
-    data_opts.update(data_given)
+    data_opts.update({k: v for k, v in (data or {}).items() if v is not None})
     cfg = TrainConfig.from_dict({**base.to_dict(), **given})
     cfg.validate()
-    if resume:  # refuse a changed config before spending time on the data (train() checks all again)
-        from trials.checkpoint import check_resume
-        from trials.config import RESUME_FREE
-
-        state = recorded["state"]
-        check_resume(state, old_spec, cfg.to_dict(), list(state["classes"]), out / "last.pt", RESUME_FREE)
-    probe = arch if isinstance(arch, ArchSpec) else resolve_arch(arch, resolution)  # fails fast on a bad spec
-    spec_res = resolution if resolution is not None else probe.resolution
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        bundle = load_data(data_opts["path"], spec_res, val_ratio=data_opts["val_ratio"],
-                           long_tail=data_opts["long_tail"], augment=data_opts["augment"], seed=cfg.seed,
-                           max_per_class=data_opts["max_per_class"])
-    for w in caught:
-        note(f"data: {w.message}")
-    for line in bundle.report.lines():
-        note(line)
+    if previous is not None:  # refuse a changed config before spending time on the data (train() checks all again)
+        previous.check_resume(previous.spec, cfg, previous.classes)
+    probe = arch if isinstance(arch, ArchSpec) else parse_arch(arch).resolve(resolution)  # fails fast on a bad spec
+    bundle = _load_data(data_opts, resolution if resolution is not None else probe.resolution, cfg.seed, note)
     spec, notes = training_spec(arch, len(bundle.classes), resolution, classes_from_data)
     for line in notes:
         note(line)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {**data_opts, "seed": cfg.seed, "resolution": spec.resolution}
-    result = train(spec, bundle, cfg, out_dir=out, resume=resume, on_progress=on_progress, data_settings=settings)
-    run = TrainingRun(spec, cfg, result, out, {**bundle.report.to_dict(), **settings}, notes)
+    settings = DataSettings(path=data_opts["path"], val_ratio=data_opts["val_ratio"], long_tail=data_opts["long_tail"],
+                            seed=cfg.seed, max_per_class=data_opts["max_per_class"], augment=bool(data_opts["augment"]),
+                            resolution=spec.resolution, report=bundle.report.to_dict())
+    result = train(spec, bundle, cfg, out_dir=out, resume=previous if previous is not None else False,
+                   on_progress=on_progress, data_settings=settings)
+    run = TrainingRun(spec, cfg, result, out, settings, notes)
     if _is_main_process():
         with atomic_write(out / "metrics.json") as handle:
             json.dump({**run.summary(), "history": result.history}, handle, indent=2, default=str)
@@ -164,5 +148,50 @@ def run_training(
     return run
 
 
+def _load_data(options: dict[str, Any], resolution: int, seed: int, note: Callable[[str], None]) -> DataBundle:
+    """Load the data (the split seed is the training seed); its warnings and report become notes."""
+    from trials.data import load_data
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        bundle = load_data(options["path"], resolution, val_ratio=options["val_ratio"], long_tail=options["long_tail"],
+                           augment=options["augment"], seed=seed, max_per_class=options["max_per_class"])
+    for w in caught:
+        note(f"data: {w.message}")
+    for line in bundle.report.lines():
+        note(line)
+    return bundle
+
+
+def _previous_run(out: Path) -> Checkpoint:
+    """The checkpoint to resume: ``out/last.pt``, read once."""
+    from trials.checkpoint import Checkpoint
+
+    if not (out / "last.pt").is_file():
+        raise TrainError(f"nothing to resume: {out / 'last.pt'} does not exist",
+                         "resume needs the output folder of an earlier run")
+    return Checkpoint.read(out / "last.pt")
+
+
 def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def train_config(overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """The default :class:`~trials.config.TrainConfig` with ``overrides`` applied (keys whose value is None
+    are ignored; the choices are checked when training starts)."""
+    from trials.config import TrainConfig
+
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    return TrainConfig.from_dict({**TrainConfig().to_dict(), **given})
+
+
+def set_torch_threads(threads: int | None) -> None:
+    """Let torch use ``threads`` CPU threads in this process (None: leave torch's choice)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise TrainError(f"torch threads must be at least 1, got {threads}", "leave it unset for torch's choice")
+    import torch
+
+    torch.set_num_threads(threads)

@@ -1,7 +1,7 @@
 """The multi-objective architecture search: one Optuna study, many trials, any number of workers.
 
 :func:`run_search` (or :class:`Search` for step-by-step use) samples specs from a
-:class:`~nas.space.SearchSpace`, computes their cheap metrics (MACs, params, memory, every device's
+:class:`~nas.space.SearchSpace`, computes their cheap metrics (MACs, params, memory, every hardware target's
 predicted latency), sets the limits as Optuna constraints and, for feasible specs only, calls the
 accuracy proxy. Semantics worth knowing:
 
@@ -21,7 +21,6 @@ accuracy proxy. Semantics worth knowing:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import os
 import time
@@ -51,18 +50,23 @@ from search_space import ArchSpec
 
 #: A worker stops after this many duplicates in a row: the sampler keeps proposing evaluated specs.
 MAX_DUPLICATE_STREAK = 100
-#: The device of a bare ``latency`` objective when no ``device`` is given.
-DEFAULT_DEVICE = "T4"
+#: The hardware target of a bare ``latency`` objective when no ``target`` is given.
+DEFAULT_TARGET = "T4"
 #: ``evaluate_accuracy(spec, data)`` returns at least ``top1`` and ``balanced_acc`` (fractions).
 AccuracyFn = Callable[[ArchSpec, Any], Mapping[str, float]]
 
 
 @dataclass
 class SearchConfig:
-    """Everything ``nas search`` takes; the defaults are the CLI's."""
+    """Everything ``nas search`` takes; the defaults are the CLI's.
+
+    ``target`` is the hardware target of a bare ``latency`` objective (default :data:`DEFAULT_TARGET`);
+    when given, every spec must also fit that chip. ``tables`` are extra hardware-table CSVs merged with
+    the shipped seed table. ``trials`` counts distinct specs evaluated, in total (see the module notes).
+    """
 
     objectives: str | Sequence[str] = "acc,latency"
-    device: str | None = None
+    target: str | None = None
     limits: Limits = field(default_factory=Limits)
     space: SearchSpace = field(default_factory=SearchSpace)
     sampler: str = "tpe"
@@ -74,7 +78,7 @@ class SearchConfig:
     enqueue: Sequence[str] = ()
     data: str | None = None
     num_classes: int | None = None
-    hardware: Sequence[str] = ()
+    tables: Sequence[str] = ()
     proxy: Any = None
     zero_cost: bool = False
     heartbeat_interval: int | None = HEARTBEAT_INTERVAL
@@ -131,15 +135,15 @@ class Search:
             raise SearchError(f"trials must be at least 1, got {config.trials}")
         if config.sampler not in SAMPLERS:
             raise SearchError(f"unknown sampler {config.sampler!r}", f"choose from {', '.join(SAMPLERS)}")
-        raw = parse_objectives(config.objectives, config.device or DEFAULT_DEVICE)
+        raw = parse_objectives(config.objectives, config.target or DEFAULT_TARGET)
         self.predictors, resolve = self._load_predictors(raw, config)
         self.objectives = [Objective(o.kind, resolve(o.device) if o.device else None, o.maximize_cost) for o in raw]
         if len({o.name for o in self.objectives}) != len(self.objectives):
             raise SearchError("an objective is given twice", "list each objective once")
         self.limits = config.limits.with_devices(resolve)
         devices = [o.device for o in self.objectives if o.device] + [d for d, _ in self.limits.max_latency]
-        if config.device and self.predictors:
-            devices.insert(0, resolve(config.device))
+        if config.target and self.predictors:
+            devices.insert(0, resolve(config.target))
         self.devices = list(dict.fromkeys(devices))
         self.space = config.space
         self.needs_accuracy = any(o.needs_accuracy for o in self.objectives)
@@ -151,6 +155,8 @@ class Search:
         if config.num_classes is not None and config.num_classes != self.num_classes:
             raise SearchError(f"the data has {self.num_classes} classes, not {config.num_classes}",
                               "drop the class count: it comes from the data")
+        #: Targets whose predicted latency extrapolates over part of the space; the caller says so once.
+        self.warnings = self._extrapolation_warnings()
         self.evaluate = evaluate_accuracy
         if self.needs_accuracy and self.evaluate is None:
             self.evaluate = proxy_evaluator(config.proxy, config.zero_cost)
@@ -171,15 +177,22 @@ class Search:
     def _load_predictors(raw: Sequence[Objective], config: SearchConfig) -> tuple[dict[str, Any], Callable]:
         needed = any(o.kind == "latency" for o in raw) or bool(config.limits.max_latency)
         try:
-            from predictors import resolve_device
+            from predictors import fitted
         except ImportError as exc:
             if needed:
                 raise SearchError("latency objectives and limits need the predictors package",
                                   f"it failed to import: {exc}") from None
             return {}, lambda name: name
-        stamps = tuple((str(p), os.stat(p).st_mtime_ns if os.path.exists(p) else None) for p in config.hardware)
-        table, fitted = _fitted_predictors(stamps)
-        return dict(fitted), lambda name: resolve_device(table, name)
+        fit = fitted(config.tables)  # the same cached fit as `nas export` and `nas hw` for these tables
+        return dict(fit.predictors), fit.resolve
+
+    def _extrapolation_warnings(self) -> list[str]:
+        """One line per target whose predictor extrapolates over part of the space (said once, at start)."""
+        if not self.predictors:
+            return []
+        from nas.hw import extrapolation_warnings
+
+        return extrapolation_warnings(self.predictors, self.devices, self.space, self.num_classes)
 
     def data(self, resolution: int) -> Any:
         """The data bundle at ``resolution`` (loaded once; ``None`` with a custom evaluator and class count)."""
@@ -373,15 +386,6 @@ class Search:
             time.sleep(wait)
             wait = min(0.5, wait * 2)
             self._fail_stale()
-
-
-@functools.lru_cache(maxsize=4)
-def _fitted_predictors(stamps: tuple[tuple[str, int | None], ...]) -> tuple[Any, dict[str, Any]]:
-    """The hardware table and fitted predictors, once per process for the same table files (and versions)."""
-    from predictors import fit_predictors, load_table
-
-    table = load_table([p for p, _ in stamps], include_seed=True)
-    return table, fit_predictors(table)
 
 
 def run_search(config: SearchConfig, evaluate_accuracy: AccuracyFn | None = None,

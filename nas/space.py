@@ -20,6 +20,7 @@ TOML form (every key optional; missing keys keep the default space's value)::
 from __future__ import annotations
 
 import math
+import random
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -103,7 +104,8 @@ class SearchSpace:
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise SpaceError(f"space file {path} does not exist", "give an existing TOML file to --space") from None
+            raise SpaceError(f"space file {path} does not exist",
+                             "give the path of an existing TOML space file") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise SpaceError(f"cannot read space file {path}: {exc}") from None
         except tomllib.TOMLDecodeError as exc:
@@ -127,6 +129,17 @@ class SearchSpace:
         res = self.resolutions
         resolution = res[0] if len(res) == 1 else trial.suggest_categorical("resolution", list(res))
         return ArchSpec(depths, widths, block, int(groups), int(resolution), num_classes)  # type: ignore[arg-type]
+
+    def sample(self, rng: random.Random, num_classes: int) -> ArchSpec:
+        """A uniform random spec drawn with ``rng``: each stage's depth (``randint``), then each stage's width,
+        block, groups and resolution (``choice``); a dimension with a single choice consumes no randomness."""
+        def draw(choices: Sequence[Any]) -> Any:
+            return choices[0] if len(choices) == 1 else rng.choice(choices)
+
+        depths = tuple(lo if lo == hi else rng.randint(lo, hi) for lo, hi in self.depths)
+        widths = tuple(draw(ws) for ws in self.widths)
+        return ArchSpec(depths, widths, draw(self.blocks), draw(self.groups),  # type: ignore[arg-type]
+                        draw(self.resolutions), num_classes)
 
     def why_outside(self, spec: ArchSpec) -> str | None:
         """``None`` if ``spec`` (ignoring its class count) is in the space, else the first reason it is not."""
@@ -241,36 +254,37 @@ def validate_space(space: SearchSpace) -> None:
             raise SpaceError(exc.message, exc.hint) from None
 
 
-# -- flag parsing ------------------------------------------------------------------------------------
-def parse_depths_flag(text: str) -> tuple[tuple[int, int], ...]:
+# -- the text forms of the command line -----------------------------------------------------------
+def parse_depths(text: str) -> tuple[tuple[int, int], ...]:
     """``"1-2,1-4,1-8,1"`` → per-stage ``(min, max)``; one range alone applies to every stage."""
     parts = [p.strip() for p in text.split(",")]
     if len(parts) == 1:
         parts *= STAGES
     if len(parts) != STAGES:
-        raise SpaceError(f"--depths needs 1 or {STAGES} ranges, got {len(parts)}", 'e.g. --depths "1-2,1-4,1-8,1"')
+        raise SpaceError(f"depth ranges: need 1 or {STAGES} (one per stage), got {len(parts)}",
+                         'min-max per stage, e.g. "1-2,1-4,1-8,1"')
     out = []
     for p in parts:
         lo, _, hi = p.partition("-")
         try:
             out.append(_depth_range([int(lo), int(hi or lo)]))
         except ValueError:
-            raise SpaceError(f"bad depth range {p!r} in --depths", 'e.g. --depths "1-2,1-4,1-8,1"') from None
+            raise SpaceError(f"bad depth range {p!r}", 'min-max per stage, e.g. "1-2,1-4,1-8,1"') from None
     return tuple(out)
 
 
-def parse_widths_flag(text: str) -> tuple[tuple[float, ...], ...]:
+def parse_widths(text: str) -> tuple[tuple[float, ...], ...]:
     """``"0.25/0.5,0.5/1,0.5/1,1/2.5"`` → per-stage choices; one list alone applies to every stage."""
     parts = [p.strip() for p in text.split(",")]
     if len(parts) == 1:
         parts *= STAGES
     if len(parts) != STAGES:
-        raise SpaceError(f"--widths needs 1 or {STAGES} lists, got {len(parts)}",
-                         'e.g. --widths "0.25/0.5,0.5/1,0.5/1,1/2.5"')
+        raise SpaceError(f"width choices: need 1 or {STAGES} lists (one per stage), got {len(parts)}",
+                         'multipliers per stage, e.g. "0.25/0.5,0.5/1,0.5/1,1/2.5"')
     try:
         return tuple(tuple(float(x) for x in p.split("/")) for p in parts)
     except ValueError:
-        raise SpaceError(f"bad width list in --widths {text!r}", "multipliers separated by / within a stage") from None
+        raise SpaceError(f"bad width choices {text!r}", "multipliers separated by / within a stage") from None
 
 
 def space_from_options(
@@ -281,13 +295,14 @@ def space_from_options(
     groups: str | None = None,
     resolutions: str | None = None,
 ) -> SearchSpace:
-    """The space of ``nas search``: the default, overridden by a TOML file, overridden by flags."""
+    """The space of ``nas search``: the default, overridden by a TOML file, overridden by the text options
+    (``depths="1-2,1-4,1-8,1"``, ``widths="0.25/0.5,…"``, comma-separated blocks, groups and resolutions)."""
     space = SearchSpace.from_toml(path) if path else SearchSpace()
     changes: dict[str, Any] = {}
     if depths:
-        changes["depths"] = parse_depths_flag(depths)
+        changes["depths"] = parse_depths(depths)
     if widths:
-        changes["widths"] = parse_widths_flag(widths)
+        changes["widths"] = parse_widths(widths)
     if blocks:
         changes["blocks"] = tuple(b.strip() for b in blocks.split(","))
     try:
@@ -296,8 +311,8 @@ def space_from_options(
         if resolutions:
             changes["resolutions"] = tuple(int(r) for r in resolutions.split(","))
     except ValueError:
-        raise SpaceError("--groups and --resolution take integers separated by commas",
-                         "e.g. --resolution 32,48") from None
+        raise SpaceError("group patterns and resolutions are integers separated by commas",
+                         "e.g. 1,2 (groups) or 32,48 (px)") from None
     return replace(space, **changes) if changes else space
 
 

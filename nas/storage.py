@@ -107,7 +107,8 @@ def open_storage(
         if not folder.is_dir():
             raise StorageError(f"storage {mask_url(url)}: folder {folder} does not exist", "create it first")
         if must_exist and not Path(url.removeprefix("sqlite:///")).expanduser().is_file():
-            raise StorageError(f"storage {mask_url(url)} does not exist", "run nas search first, or give --storage")
+            raise StorageError(f"storage {mask_url(url)} does not exist",
+                               "run a search first, or point to the storage that holds the study")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         kwargs: dict[str, object] = {}
@@ -191,13 +192,14 @@ def resolve_study_name(storage: BaseStorage, name: str | None, url: str | None =
     if name is not None:
         if name in names:
             return name
-        hint = f"studies there: {', '.join(names)}" if names else "run nas search first"
+        hint = f"studies there: {', '.join(names)}" if names else "run a search first"
         raise StorageError(f"no study {name!r} in {mask_url(url)}", hint)
     if len(names) == 1:
         return names[0]
     if not names:
-        raise StorageError(f"no study in {mask_url(url)}", "run nas search first, or give --storage")
-    raise StorageError(f"{mask_url(url)} holds {len(names)} studies", f"choose one with --study: {', '.join(names)}")
+        raise StorageError(f"no study in {mask_url(url)}",
+                           "run a search first, or point to the storage that holds the study")
+    raise StorageError(f"{mask_url(url)} holds {len(names)} studies", f"name the study: {', '.join(names)}")
 
 
 def load_study(url: str | None = DEFAULT_STORAGE, name: str | None = None,

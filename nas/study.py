@@ -64,10 +64,11 @@ def open_study(storage: BaseStorage, name: str, wanted: dict[str, Any], metric_n
     if stored is None:
         have = [d.name.lower() for d in study.directions]
         if study.get_trials(deepcopy=False):
-            raise SearchError(f"study {name!r} in {where} was not created by nas search", "choose another --study name")
+            raise SearchError(f"study {name!r} in {where} was not created by nas search",
+                              "choose another study name")
         if have != wanted["directions"]:
             raise SearchError(f"study {name!r} in {where} has directions {have}, this search needs "
-                              f"{wanted['directions']}", "choose another --study name")
+                              f"{wanted['directions']}", "choose another study name")
         study.set_user_attr(CONFIG_ATTR, wanted)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
@@ -78,7 +79,7 @@ def open_study(storage: BaseStorage, name: str, wanted: dict[str, Any], metric_n
             raise SearchError(
                 f"study {name!r} in {where} was created with {key} {_short(stored.get(key))}, "
                 f"this search asks for {_short(wanted[key])}",
-                "resume with the original settings, or start a new study with --study NAME")
+                "resume with the original settings, or start a new study under another name")
     return study
 
 

@@ -1,11 +1,11 @@
-"""Hardware latency tables: CSV files of measured latencies (and failures) per device, validated and merged.
+"""Hardware latency tables: the one owner of their format — reading, validating, merging, and writing.
 
-Format (one measurement per line)::
+Format (one measurement per line; :data:`TABLE_COLUMNS` is what :class:`TableWriter` writes)::
 
     device,precision,arch,latency_ms,status[,batch,resolution,classes,notes]
     T4,int8,A0,0.683414,ok
     Hexagon698,uint8,M1,,failure
-    host-cpu,fp32,repvgg_d1-1-1-1_w0.25-0.25-0.25-0.25_g1_r64_c10,1.92,ok,1,64,,threads=1
+    host-cpu,fp32,repvgg_d1-1-1-1_w0.25-0.25-0.25-0.25_g1_r64_c10,1.92,ok,1,64,10,threads=1
 
 * ``arch`` is a preset name or a spec string. A preset (or a spec string without ``_r``/``_c``) resolves at the
   row's ``resolution`` and ``classes`` cells, defaulting to :data:`DEFAULT_RESOLUTION` (112 px) and
@@ -16,25 +16,31 @@ Format (one measurement per line)::
   duplicates merge. Device names compare case-insensitively (the first spelling is kept).
 
 Every error names ``file:line`` and what is wrong (:class:`~predictors.errors.TableError`).
+:class:`TableWriter` adds measurements to a table: it validates what is already there, replaces a row of the
+same measurement (:func:`row_key`), and rewrites the file atomically after each change.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from predictors.errors import PredictorError, TableError
-from search_space import SEED_CLASSES, SEED_RESOLUTION, ArchSpec, resolve_arch
+from search_space import SEED_CLASSES, SEED_RESOLUTION, ArchSpec, parse_arch
 from search_space.errors import SpecError
+from search_space.io import atomic_write
 
 #: Resolution and class count a preset name resolves at when a row gives none (the seed table's setting).
 DEFAULT_RESOLUTION = SEED_RESOLUTION
 DEFAULT_CLASSES = SEED_CLASSES
 REQUIRED_COLUMNS = ("device", "precision", "arch", "latency_ms", "status")
 OPTIONAL_COLUMNS = ("batch", "resolution", "classes", "notes")
+#: Every column, in the order :class:`TableWriter` writes them (a file's extra columns follow, kept).
+TABLE_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 STATUSES = ("ok", "failure")
 #: The seed's table (7 devices, 6 architectures at 112 px, 89 classes), shipped with the package.
 SEED_TABLE = Path(__file__).resolve().parent / "resources" / "seed_latency.csv"
@@ -59,9 +65,20 @@ class TableRow:
         """True when the model ran (the row carries a latency)."""
         return self.status == "ok"
 
-    def identity(self) -> tuple[str, str, str, int]:
-        """What makes two rows the same measurement: device (case-insensitive), precision, spec, batch."""
-        return self.device.lower(), self.precision, self.spec.to_string(), self.batch
+    def identity(self) -> RowKey:
+        """What makes two rows the same measurement: see :func:`row_key`."""
+        return row_key(self.device, self.precision, self.spec, self.batch)
+
+
+#: device (lower case), precision, canonical spec string, batch.
+RowKey = tuple[str, str, str, int]
+
+
+def row_key(device: str, precision: str, spec: ArchSpec, batch: int = 1) -> RowKey:
+    """What makes two rows the same measurement: the device name (case-insensitive), the precision, the
+    architecture in canonical form (a preset and its spec string at the same resolution and classes are one
+    architecture) and the batch size."""
+    return device.lower(), precision.lower(), spec.to_string(), batch
 
 
 @dataclass(frozen=True)
@@ -161,55 +178,67 @@ def _latency_cell(value: str, status: str, where: str) -> float | None:
 
 
 def _spec_cell(arch: str, resolution: int | None, classes: int | None, where: str) -> ArchSpec:
+    """The row's spec: what the arch text states, else the row's resolution/classes cells, else the defaults."""
     text = arch.strip()
     if not text:
         raise TableError(f"{where}: empty arch", "give a preset name (A0, M1, …) or a spec string")
-    explicit = {part[:1] for part in text.split("_")[1:]} if "_" in text else set()
     try:
-        spec = resolve_arch(text)
-        res = resolution if resolution is not None else DEFAULT_RESOLUTION
-        cls = classes if classes is not None else DEFAULT_CLASSES
-        for key, col, value, current in (("r", "resolution", resolution, spec.resolution),
-                                         ("c", "classes", classes, spec.num_classes)):
-            if key in explicit and value is not None and value != current:
-                raise TableError(f"{where}: arch {text!r} says {col} {current} but the {col} column says {value}")
-        return spec.replace(resolution=spec.resolution if "r" in explicit else res,
-                            num_classes=spec.num_classes if "c" in explicit else cls)
+        ref = parse_arch(text)
+        for name, column, value in (("resolution", "resolution", resolution), ("num_classes", "classes", classes)):
+            stated = getattr(ref.spec, name)
+            if ref.fixes(name) and value is not None and value != stated:
+                raise TableError(f"{where}: arch {text!r} says {column} {stated} but the {column} column says {value}")
+        return ref.resolve(default_resolution=resolution or DEFAULT_RESOLUTION,
+                           default_classes=classes or DEFAULT_CLASSES)
     except SpecError as exc:
         raise TableError(f"{where}: unknown or invalid arch {text!r}: {exc.message}", exc.hint) from None
 
 
 def read_table_file(path: str | Path) -> list[TableRow]:
     """Validate one CSV file and return its rows (duplicates inside the file are checked by :func:`merge_rows`)."""
-    target = Path(path)
+    name = str(path)
+    header, rows = _read_csv(Path(path))
+    if not header:
+        raise TableError(f"{name}:1: empty file", f"expected a header: {','.join(REQUIRED_COLUMNS)}")
+    if not rows:
+        raise TableError(f"{name}:2: empty file (a header but no rows)", "add at least one measurement")
+    return [row for _, row in rows]
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[tuple[dict[str, str], TableRow]]]:
+    """The header and every row as (its cells, its validated form); an empty file has no header and no rows."""
     name = str(path)
     try:
-        with target.open(newline="", encoding="utf-8-sig") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             header = [h.strip() if h else h for h in (reader.fieldnames or [])]
             if not header:
-                raise TableError(f"{name}:1: empty file", f"expected a header: {','.join(REQUIRED_COLUMNS)}")
+                return [], []
             reader.fieldnames = header
             missing = [c for c in REQUIRED_COLUMNS if c not in header]
             if missing:
                 raise TableError(f"{name}:1: missing column {', '.join(repr(m) for m in missing)}",
                                  f"the header needs {','.join(REQUIRED_COLUMNS)}")
-            rows = [_parse_row(raw, f"{name}:{reader.line_num}") for raw in reader]
+            rows = []
+            for raw in reader:
+                cells = _cells(raw, f"{name}:{reader.line_num}")
+                rows.append((cells, _parse_row(cells, f"{name}:{reader.line_num}")))
+            return header, rows
     except FileNotFoundError:
-        raise TableError(f"{name}: no such file", "check the --table path") from None
+        raise TableError(f"{name}: no such file", "check the hardware table's path") from None
     except IsADirectoryError:
         raise TableError(f"{name}: is a folder", "give a CSV file") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise TableError(f"{name}: cannot read: {exc}", "give a UTF-8 CSV file") from None
-    if not rows:
-        raise TableError(f"{name}:2: empty file (a header but no rows)", "add at least one measurement")
-    return rows
 
 
-def _parse_row(raw: dict[str | None, str | None], where: str) -> TableRow:
+def _cells(raw: Mapping[str | None, str | list[str] | None], where: str) -> dict[str, str]:
     if raw.get(None):
         raise TableError(f"{where}: more cells than header columns", "quote cells that contain commas")
-    cell = {k: (v or "").strip() for k, v in raw.items() if k is not None}
+    return {k: str(v or "").strip() for k, v in raw.items() if k is not None}
+
+
+def _parse_row(cell: Mapping[str, str], where: str) -> TableRow:
     device, precision = cell["device"], cell["precision"].lower()
     if not device:
         raise TableError(f"{where}: empty device")
@@ -231,7 +260,7 @@ def merge_rows(rows: Iterable[TableRow]) -> list[TableRow]:
 
     Device names are unified case-insensitively to their first spelling.
     """
-    seen: dict[tuple[str, str, str, int], TableRow] = {}
+    seen: dict[RowKey, TableRow] = {}
     spelling: dict[str, str] = {}
     merged: list[TableRow] = []
     for row in rows:
@@ -258,8 +287,75 @@ def load_table(paths: Sequence[str | Path] = (), include_seed: bool = True) -> H
     """Read, validate and merge hardware tables (the shipped seed table first unless ``include_seed`` is False)."""
     files = ([SEED_TABLE] if include_seed else []) + [Path(p) for p in paths]
     if not files:
-        raise TableError("no hardware table given", "pass --table FILE or drop --no-seed")
+        raise TableError("no hardware table given", "give a hardware table, or include the shipped seed table")
     rows: list[TableRow] = []
     for path in files:
         rows.extend(read_table_file(path))
     return HardwareTable(tuple(merge_rows(rows)), tuple(str(p) for p in files))
+
+
+# -- writing ---------------------------------------------------------------------------------------------
+
+
+def measured_row(device: str, precision: str, spec: ArchSpec, latency_ms: float, notes: str = "") -> dict[str, str]:
+    """The cells of one batch-1 measurement that ran, in canonical form (spec string, resolution, classes)."""
+    return {"device": device, "precision": precision, "arch": spec.to_string(),
+            "latency_ms": repr(round(latency_ms, 6)), "status": "ok", "batch": "1",
+            "resolution": str(spec.resolution), "classes": str(spec.num_classes), "notes": notes}
+
+
+def check_writable(path: str | Path) -> Path:
+    """``path`` if a table can be written there (its folder exists and is writable), else :class:`TableError`."""
+    target = Path(path)
+    if target.is_dir():
+        raise TableError(f"{str(target)!r} is a folder", "give a CSV file name")
+    if not target.parent.is_dir():
+        raise TableError(f"folder {str(target.parent)!r} does not exist",
+                         "create the folder or choose another file for the table")
+    if not os.access(target.parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise TableError(f"{str(target)!r} is not writable", "choose a writable location for the table")
+    return target
+
+
+class TableWriter:
+    """A hardware CSV opened to add measurements.
+
+    :meth:`open` validates what is there as :func:`load_table` would (a missing or empty file is an empty
+    table), so nothing is added to a table the predictors cannot read. :meth:`put` replaces the row of the
+    same measurement (:func:`row_key`) or appends one, and rewrites the whole file atomically: an interrupted
+    run keeps every row put so far, and the file is never half-written. Other rows and extra columns are kept.
+    """
+
+    def __init__(self, path: Path, columns: Sequence[str], rows: Sequence[tuple[dict[str, str], TableRow]]) -> None:
+        self.path = path
+        self.columns = list(columns)
+        self._rows = list(rows)
+
+    @classmethod
+    def open(cls, path: str | Path) -> TableWriter:
+        """Check that ``path`` is writable and read (and validate) the rows already in it."""
+        target = check_writable(path)
+        header, rows = _read_csv(target) if target.exists() else ([], [])
+        merge_rows(row for _, row in rows)  # a conflicting duplicate already there is an error now, not later
+        return cls(target, list(TABLE_COLUMNS) + [c for c in header if c not in TABLE_COLUMNS], rows)
+
+    @property
+    def rows(self) -> list[TableRow]:
+        """The validated rows, in file order."""
+        return [row for _, row in self._rows]
+
+    def has(self, device: str, precision: str, spec: ArchSpec) -> bool:
+        """Whether the table holds the batch-1 measurement of ``spec`` on ``device`` at ``precision``."""
+        key = row_key(device, precision, spec)
+        return any(row.identity() == key for _, row in self._rows)
+
+    def put(self, cells: Mapping[str, object]) -> TableRow:
+        """Add a row (e.g. :func:`measured_row`), replacing one of the same measurement; rewrite the file."""
+        text = {c: "" if cells.get(c) is None else str(cells.get(c)) for c in self.columns}
+        row = _parse_row(_cells(text, f"{self.path}: new row"), f"{self.path}: new row")
+        self._rows = [(c, r) for c, r in self._rows if r.identity() != row.identity()] + [(text, row)]
+        with atomic_write(self.path, newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=self.columns, extrasaction="ignore", lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(c for c, _ in self._rows)
+        return row

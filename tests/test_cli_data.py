@@ -14,7 +14,7 @@ from PIL import Image
 from nas.cli import main
 from search_space.model import build_model
 from search_space.spec import ArchSpec
-from trials.checkpoint import save_checkpoint
+from trials.checkpoint import Checkpoint, DataSettings
 from trials.config import TrainConfig
 
 TINY = ArchSpec((1, 1, 1, 1), (0.25, 0.25, 0.25, 0.25), resolution=32, num_classes=10)
@@ -39,9 +39,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     model = build_model(TINY)
     path = tmp_path_factory.mktemp("ckpt") / "last.pt"
-    save_checkpoint(path, {"spec": TINY.to_dict(), "config": TrainConfig(seed=0).to_dict(),
-                           "classes": [str(d) for d in range(10)], "model": model.state_dict()})
-    return path
+    return Checkpoint(TINY, TrainConfig(seed=0), [str(d) for d in range(10)], model.state_dict()).write(path)
 
 
 def test_stats_table_json_csv_and_files(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -62,8 +60,11 @@ def test_stats_table_json_csv_and_files(folder: Path, tmp_path: Path, capsys: py
 def test_split_shows_the_rules(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["data", "split", str(folder), "--val-ratio", "0.25", "-f", "json"]) == 0
     body = json.loads(capsys.readouterr().out)
+    # ant (12 images): floor(0.1·12) = 1 test image is carved first, then floor(0.25·12) = 3 selection images,
+    # 12 − 1 − 3 = 8 train; bee (3): floor(0.3) = 0 test, floor(0.75) = 0 selection → in both splits
     assert [(r["name"], r["train"], r["val"], r["in_both"]) for r in body["rows"]] == [
-        ("ant", 9, 3, False), ("bee", 3, 3, True)]
+        ("ant", 8, 3, False), ("bee", 3, 3, True)]
+    assert (body["report"]["test_images"], body["report"]["selection_images"]) == (1, 6)
     assert body["report"]["skipped"] == 1
     assert main(["data", "split"]) == 0
     assert "exp:10" in capsys.readouterr().err
@@ -112,7 +113,6 @@ def test_eval_reloads_the_data_the_checkpoint_records(
 ) -> None:
     import warnings
 
-    from nas.reports import checkpoint_data_settings
     from trials.data import DataWarning, load_data
 
     with warnings.catch_warnings():
@@ -120,9 +120,12 @@ def test_eval_reloads_the_data_the_checkpoint_records(
         report = load_data(folder, 32, val_ratio=0.25, seed=3).report.to_dict()
     spec = TINY.replace(num_classes=2)
     path = tmp_path / "best.pt"
-    save_checkpoint(path, {"spec": spec.to_dict(), "config": TrainConfig(seed=7).to_dict(), "classes": ["ant", "bee"],
-                           "model": build_model(spec).state_dict(), "data": {**report, "long_tail": None}})
-    assert checkpoint_data_settings(path) == {"val_ratio": 0.25, "path": str(folder), "seed": 7}
+    # as written before the settings were recorded: the data entry is the report only, the seed the config's
+    torch.save({"format": "repvgg-hwnas-checkpoint", "version": 1, "spec": spec.to_dict(),
+                "config": TrainConfig(seed=7).to_dict(), "classes": ["ant", "bee"],
+                "model": build_model(spec).state_dict(), "data": {**report, "long_tail": None}}, path)
+    assert Checkpoint.read(path).data.split_options() == DataSettings(path=str(folder), val_ratio=0.25,
+                                                                      seed=7).split_options()
     assert main(["eval", "--checkpoint", str(path), "-f", "json"]) == 0
     body = json.loads(capsys.readouterr().out)
     assert body["data"]["source"] == str(folder) and body["val"]["images"] == 3 + 3  # ant: floor(0.25·12); bee: both

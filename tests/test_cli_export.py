@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import pytest
 
 from nas.cli import main
 from search_space import ArchSpec
-from trials.export import CARD_NAME, FP32_NAME, INT8_NAME, load_card, sha256_file
+from trials.export import FP32_NAME, INT8_NAME
+from trials.model_card import CARD_NAME, load_card, sha256_file
 
 ARCH = "qarepvgg_d1-1-1-1_w0.25-0.25-0.25-0.25_g1_r32_c10"
 QUICK = ["--epochs", "1", "--max-steps", "4", "--batch-size", "16", "--calibration-images", "16"]
@@ -22,11 +24,13 @@ QUICK = ["--epochs", "1", "--max-steps", "4", "--batch-size", "16", "--calibrati
 def _quick_latency(monkeypatch):
     """A short timing protocol: these tests check the plumbing, not the figures."""
     import nas.deploy
+    from trials.export_stages import LatencyOptions
 
     real = nas.deploy.export_model
 
     def quick(*args, **kwargs):
-        kwargs["latency_protocol"] = {"warmup": 1, "runs": 3, "sessions": 1}
+        given = kwargs.get("latency") or LatencyOptions()
+        kwargs["latency"] = dataclasses.replace(given, warmup=1, runs=3, sessions=1)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(nas.deploy, "export_model", quick)

@@ -9,10 +9,11 @@ import json
 import pytest
 
 from nas.cli import main
-from nas.measure import MEASURE_SPACE, collect_specs, parse_precisions, sample_specs
-from search_space import SEED_ROWS, ArchSpec
+from nas.measure import MEASURE_SPACE, parse_precisions, parse_resolutions, sample_specs
+from nas.space import SearchSpace
+from predictors import TABLE_COLUMNS
+from search_space import ArchSpec
 from trials.errors import MeasureError
-from trials.latency import TABLE_COLUMNS
 
 TINY = ["--resolution", "32", "--classes", "10", "--sessions", "1", "--runs", "2", "--warmup", "1"]
 
@@ -71,26 +72,52 @@ def test_unwritable_out_is_refused_before_measuring(tmp_path, capsys, where):
 
 
 def test_usage_error_exits_2(capsys):
-    assert main(["hw", "measure", "--threads", "two"]) == 2
+    assert main(["hw", "measure", "--ort-threads", "two"]) == 2
 
 
 def test_sampling_is_reproducible_distinct_and_in_space():
     a, b = sample_specs(30, seed=3), sample_specs(30, seed=3)
     assert a == b and len(set(a)) == 30 and a != sample_specs(30, seed=4)
     for spec in a:
-        assert all(lo <= d <= hi for d, (lo, hi) in zip(spec.depths, MEASURE_SPACE.depths))
-        assert set(spec.widths) <= set(MEASURE_SPACE.widths)
+        assert MEASURE_SPACE.why_outside(spec) is None
         assert (spec.resolution, spec.num_classes) == (112, 89)
     with pytest.raises(MeasureError, match="fewer than"):
-        sample_specs(5, space=type(MEASURE_SPACE)(depths=((1, 1),) * 4, widths=(1.0,)))
+        sample_specs(5, space=SearchSpace(depths=((1, 1),) * 4, widths=((1.0,),) * 4))
 
 
-def test_collect_specs_defaults_and_overrides(tmp_path):
-    assert [s.depths for s in collect_specs()] == [s.depths for s in collect_specs(",".join(SEED_ROWS))]
-    assert len(collect_specs()) == len(SEED_ROWS)
-    specs = collect_specs("A0,a0", sample=3, seed=1, resolution=64, num_classes=5)
-    assert len(specs) == 4 and all((s.resolution, s.num_classes) == (64, 5) for s in specs)
-    (tmp_path / "f.txt").write_text("repvgg_d1-1-1-1_w1-1-1-1_g1_r96_c7\nN2\n")
-    kept, preset = collect_specs(specs_file=tmp_path / "f.txt", resolution=64)
-    assert (kept.resolution, kept.num_classes) == (96, 7) and preset.resolution == 64
+def test_flag_parsers():
     assert parse_precisions("INT8, fp32,int8") == ("int8", "fp32")
+    assert parse_resolutions("32, 48,32") == (32, 48) and parse_resolutions(None) is None
+    with pytest.raises(MeasureError, match="whole numbers"):
+        parse_resolutions("32px")
+
+
+def test_target_resolutions_and_old_spellings(tmp_path, capsys):
+    out = tmp_path / "t.csv"
+    spec = "repvgg_d1-1-1-1_w0.25-0.25-0.25-0.25"
+    (tmp_path / "s.txt").write_text(spec + "\n")
+    args = ["hw", "measure", "--specs", str(tmp_path / "s.txt"), "--precision", "fp32", "--out", str(out),
+            "--classes", "10", "--sessions", "1", "--runs", "2", "--warmup", "1", "-f", "json"]
+    assert main([*args, "--resolution", "32,40", "--target", "box", "--ort-threads", "1"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["device"], ArchSpec.parse(r["arch"]).resolution) for r in rows] == [("box", 32), ("box", 40)]
+    assert main([*args, "--resolution", "32", "--device", "box", "--threads", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "--device is deprecated; use --target" in captured.err
+    assert "--threads is deprecated; use --ort-threads" in captured.err
+    assert "1 of 1 measurement(s) already in" in captured.err  # the old spelling reached the same target
+
+
+def test_measure_suggest_builds_on_what_the_target_measured(tmp_path, capsys):
+    out = tmp_path / "box.csv"
+    argv = ["hw", "measure", "--suggest", "2", "--depths", "1", "--widths", "0.25/0.5", "--precision", "fp32",
+            "--target", "box", "--out", str(out), *TINY, "-f", "json"]
+    assert main(argv) == 0
+    first = [ArchSpec.parse(r["arch"]) for r in json.loads(capsys.readouterr().out)]
+    space = SearchSpace(depths=((1, 1),) * 4, widths=((0.25, 0.5),) * 4, resolutions=(32,))
+    assert len(set(first)) == 2 and all(space.why_outside(s) is None and s.num_classes == 10 for s in first)
+    assert main(argv) == 0
+    second = [ArchSpec.parse(r["arch"]) for r in json.loads(capsys.readouterr().out)]
+    assert len(set(second)) == 2 and not set(first) & set(second)  # the next ones, not the measured again
+    with out.open(newline="") as handle:
+        assert sorted(r["arch"] for r in csv.DictReader(handle)) == sorted(s.to_string() for s in first + second)

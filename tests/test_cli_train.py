@@ -12,11 +12,11 @@ import torch
 from nas.cli import main
 from nas.cli import train as cli_train
 from nas.runs import HISTORY_COLUMNS
-from trials.checkpoint import load_checkpoint
+from trials.checkpoint import Checkpoint
 from trials.losses import LOSSES
 
 TINY = "repvgg_d1-1-1-1_w0.25-0.25-0.25-0.25_r32"
-QUICK = ["--max-per-class", "12", "--batch-size", "16", "--threads", "1"]
+QUICK = ["--max-per-class", "12", "--batch-size", "16", "--torch-threads", "1"]
 
 
 @pytest.fixture(autouse=True)
@@ -50,8 +50,9 @@ def test_train_writes_checkpoints_metrics_and_json(tmp_path, capsys) -> None:
     assert {p.name for p in out.iterdir()} == {"last.pt", "best.pt", "metrics.json"}
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["balanced_acc"] == body["balanced_acc"] and len(saved["history"]) == 2
-    state = load_checkpoint(out / "last.pt")
-    assert state["data"]["path"] is None and state["data"]["max_per_class"] == 12 and state["data"]["seed"] == 0
+    data = Checkpoint.read(out / "last.pt").data
+    assert data.path is None and data.max_per_class == 12 and data.seed == 0 and data.resolution == 32
+    assert saved["data"] == data.to_dict()  # metrics.json records what the checkpoint records
 
 
 def test_csv_carries_the_history(run_dir, tmp_path, capsys) -> None:
@@ -67,10 +68,10 @@ def test_resume_takes_unset_options_from_the_checkpoint_and_extends_epochs(run_d
 
     out = tmp_path / "resumed"
     shutil.copytree(run_dir, out)
-    assert main(["train", "--out", str(out), "--resume", "--epochs", "2", "--threads", "1", "-f", "json"]) == 0
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "2", "--torch-threads", "1", "-f", "json"]) == 0
     body = json.loads(capsys.readouterr().out)
     assert [r["epoch"] for r in body["rows"]] == [1, 2] and body["config"]["batch_size"] == 16
-    assert load_checkpoint(out / "last.pt")["epoch"] == 2
+    assert Checkpoint.read(out / "last.pt").epoch == 2
 
 
 def test_mismatched_resume_is_one_line_and_leaves_the_checkpoint(run_dir, capsys) -> None:

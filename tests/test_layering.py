@@ -38,3 +38,17 @@ def test_search_space_imports_without_torch(repo_root: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == []
+
+
+def test_no_import_cycle_anywhere(repo_root: Path) -> None:
+    """No module reaches itself through imports (late and TYPE_CHECKING imports included): for every direct
+    import a → b there is no chain b → … → a. Cycles hide an owner that is in the wrong module."""
+    grimp = pytest.importorskip("grimp", reason="grimp comes with import-linter (the dev extra)")
+    graph = grimp.build_graph("search_space", "predictors", "trials", "nas", cache_dir=None)
+    cycles = []
+    for importer in sorted(graph.modules):
+        for imported in sorted(graph.find_modules_directly_imported_by(importer)):
+            back = graph.find_shortest_chain(importer=imported, imported=importer)
+            if back:
+                cycles.append(" → ".join((importer, *back)))
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)

@@ -1,4 +1,5 @@
-"""Hardware tables: the shipped seed, validation errors naming file:line, merging, device keys."""
+"""Hardware tables: the shipped seed, validation errors naming file:line, merging, device keys, the writer,
+and the one cached fit per set of table files."""
 
 from __future__ import annotations
 
@@ -8,11 +9,17 @@ from predictors import (
     DEFAULT_CLASSES,
     DEFAULT_RESOLUTION,
     SEED_TABLE,
+    TABLE_COLUMNS,
     PredictorError,
     TableError,
+    TableWriter,
+    fit_predictors,
+    fitted,
     load_table,
+    measured_row,
     resolve_device,
 )
+from predictors.tables import row_key
 from search_space import resolve_arch
 
 HEADER = "device,precision,arch,latency_ms,status\n"
@@ -119,3 +126,79 @@ def test_shipped_seed_is_the_package_copy():
     assert SEED_TABLE.name == "seed_latency.csv"
     assert SEED_TABLE.parent.name == "resources" and SEED_TABLE.parent.parent.name == "predictors"
     assert (SEED_TABLE.parent / "PROVENANCE.md").is_file()
+
+
+# -- writing ---------------------------------------------------------------------------------------------
+
+def test_table_columns_are_the_readers_columns():
+    assert TABLE_COLUMNS == ("device", "precision", "arch", "latency_ms", "status", "batch", "resolution",
+                             "classes", "notes")
+
+
+def test_writer_round_trips_through_the_reader(tmp_path):
+    path = tmp_path / "new.csv"
+    spec = resolve_arch("repvgg_d1-2-1-1_w0.5-0.25-0.25-0.25", 48, 7)
+    writer = TableWriter.open(path)
+    assert writer.rows == [] and not path.exists()  # opening writes nothing
+    writer.put(measured_row("host-cpu", "fp32", spec, 1.23456789, "threads=1;clock=cpu"))
+    writer.put(measured_row("host-cpu", "int8", spec, 0.5))
+    (fp32, int8) = load_table([path], include_seed=False).rows
+    assert (fp32.spec, fp32.latency_ms, fp32.notes) == (spec, 1.234568, "threads=1;clock=cpu")
+    assert (int8.precision, int8.latency_ms, int8.batch) == ("int8", 0.5, 1)
+    header = path.read_text().splitlines()[0]
+    assert header == ",".join(TABLE_COLUMNS)
+    assert [p.name for p in tmp_path.iterdir()] == ["new.csv"]  # atomic: no temp file left
+
+
+def test_writer_replaces_the_same_measurement_and_keeps_the_rest(tmp_path):
+    path = write(tmp_path, "device,precision,arch,latency_ms,status,resolution,classes,owner\n"
+                           "T4,int8,A0,0.683414,ok,,,seed\nhost-cpu,fp32,N1,2.0,ok,32,10,me\n")
+    writer = TableWriter.open(path)
+    n1 = resolve_arch("N1", 32, 10)
+    assert writer.has("HOST-CPU", "fp32", n1) and not writer.has("host-cpu", "int8", n1)
+    assert not writer.has("host-cpu", "fp32", n1.replace(resolution=64))
+    writer.put(measured_row("Host-CPU", "fp32", n1, 1.5))  # the preset row and its spec string are one row
+    rows = load_table([path], include_seed=False).rows
+    assert [(r.device, r.arch, r.latency_ms) for r in rows] == [("T4", "A0", 0.683414),
+                                                                 ("Host-CPU", n1.to_string(), 1.5)]
+    assert path.read_text().splitlines()[0].endswith(",owner")  # an extra column is kept …
+    assert path.read_text().splitlines()[1].endswith(",seed")  # … with its cells
+
+
+def test_writer_refuses_what_the_reader_would_not_read(tmp_path):
+    path = write(tmp_path, HEADER + "X,int8,A0,1.0,ok\nX,int8,A0,1.2,ok\n")
+    with pytest.raises(TableError, match=r"t\.csv:3: conflicting duplicate"):
+        TableWriter.open(path)
+    writer = TableWriter.open(write(tmp_path, HEADER, name="ok.csv"))  # a header alone is an empty table
+    with pytest.raises(TableError, match=r"new row: latency_ms -1\.0 must be a positive"):
+        writer.put({"device": "X", "precision": "fp32", "arch": "A0", "latency_ms": -1.0, "status": "ok"})
+    assert (tmp_path / "ok.csv").read_text() == HEADER
+    with pytest.raises(TableError, match="is a folder"):
+        TableWriter.open(tmp_path)
+
+
+def test_row_key_is_canonical():
+    a0 = resolve_arch("A0", 112, 89)
+    assert row_key("T4", "INT8", a0) == row_key("t4", "int8", resolve_arch(a0.to_string()))
+    assert row_key("T4", "int8", a0) != row_key("T4", "int8", a0, batch=8)
+
+
+# -- one cached fit ------------------------------------------------------------------------------------------
+
+def test_fitted_is_cached_on_the_files_and_refits_when_they_change(tmp_path):
+    path = write(tmp_path, HEADER + "sim,fp32,N1,2.0,ok\nsim,fp32,A0,3.0,ok\nsim,fp32,M0,5.0,ok\n")
+    first = fitted([path])
+    assert fitted([str(path)]) is first and fitted([tmp_path / "." / "t.csv"]) is first
+    assert set(first.predictors) == set(fit_predictors(load_table([path])))
+    assert first.select(["SIM"])["sim"] is first.predictors["sim"]
+    assert fitted([path], include_seed=False) is not first
+    with pytest.raises(TypeError):
+        first.predictors["T4"] = first.predictors["sim"]  # shared between callers: read-only
+    write(tmp_path, HEADER + "sim,fp32,N1,2.0,ok\nsim,fp32,A0,3.0,ok\nsim,fp32,M0,9.25,ok\n")  # a new size
+    second = fitted([path])
+    assert second is not first
+    assert [r.latency_ms for r in second.table.rows_for("sim")] == [2.0, 3.0, 9.25]
+    with pytest.raises(PredictorError, match="unknown device 'Jetson'"):
+        second.select(["Jetson"])
+    with pytest.raises(TableError, match="no such file"):
+        fitted([tmp_path / "absent.csv"])

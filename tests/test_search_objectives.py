@@ -21,7 +21,7 @@ from search_space import analyze, get_preset
 
 
 def test_parse_objectives_directions_and_names():
-    objs = parse_objectives("acc, latency, latency:RV1126,memory,macs,params,bacc", default_device="T4")
+    objs = parse_objectives("acc, latency, latency:RV1126,memory,macs,params,bacc", default_target="T4")
     assert [o.name for o in objs] == ["acc", "latency_T4", "latency_RV1126", "memory_kib", "macs", "params", "bacc"]
     assert [o.direction for o in objs] == ["maximize"] + ["minimize"] * 5 + ["maximize"]
     assert [o.needs_accuracy for o in objs] == [True] + [False] * 5 + [True]
@@ -31,12 +31,12 @@ def test_parse_objectives_directions_and_names():
     ("acc,speed", "unknown objective"),
     ("", "no objective"),
     ("acc,acc", "twice"),
-    ("macs:T4", "takes no device"),
-    ("latency", "needs a device"),
+    ("macs:T4", "takes no hardware target"),
+    ("latency", "needs a hardware target"),
 ])
 def test_bad_objectives(text, words):
     with pytest.raises(SearchError, match=words):
-        parse_objectives(text, default_device=None)
+        parse_objectives(text, default_target=None)
 
 
 def test_limits_parse_and_reject_bad_syntax():
@@ -81,7 +81,8 @@ def test_spec_metrics_use_every_predictor():
     class Fake:
         def predict(self, spec):
             from types import SimpleNamespace
-            return SimpleNamespace(ms=1.0, low=0.5, high=2.0, feasible=spec.depths[0] == 1, reason=None)
+            return SimpleNamespace(ms=1.0, low=0.5, high=2.0, feasible=spec.depths[0] == 1, reason=None,
+                                   extrapolated=False, extrapolation="")
 
     spec = get_preset("M0").spec(32, 10)
     m = spec_metrics(spec, {"X": Fake()})

@@ -90,7 +90,7 @@ def test_front_respects_constraints_duplicates_and_limits():
     # Best accuracy under a memory limit: trial 3 is dominated in (acc, latency) but the only one under 50 KiB.
     assert pick(front, "best-acc-under", Limits.parse(max_memory="50"))["number"] == 3
     assert pick(front, "knee")["number"] in (0, 1)
-    with pytest.raises(SearchError, match="no predicted latency for device 'RV1126'"):
+    with pytest.raises(SearchError, match="no predicted latency for hardware target 'RV1126'"):
         pareto_front(study, Limits.parse(["RV1126=1"]))
     with pytest.raises(SearchError, match="needs a limit"):
         pick(front, "best-acc-under", None)

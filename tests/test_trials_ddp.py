@@ -20,14 +20,14 @@ SCRIPT = textwrap.dedent(
 
     out = sys.argv[1]
     rank = int(os.environ["RANK"])
-    real_save = T.save_checkpoint
+    real_write = T.Checkpoint.write
 
-    def logged_save(path, state):
+    def logged_write(checkpoint, path):
         with open(os.path.join(out, "saves.log"), "a") as log:
             log.write(f"{rank} {os.path.basename(path)}\\n")
-        return real_save(path, state)
+        return real_write(checkpoint, path)
 
-    T.save_checkpoint = logged_save
+    T.Checkpoint.write = logged_write
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(40, 3, 32, 32, generator=g), torch.arange(40) % 4
     x += y.view(-1, 1, 1, 1).float()  # learnable: the class shifts the mean

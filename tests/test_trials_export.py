@@ -1,9 +1,14 @@
-"""trials.export: one model → verified ONNX fp32 + int8 and a model card; failures leave nothing behind."""
+"""trials.export: one model → verified ONNX fp32 + int8 and a model card; failures leave nothing behind.
+
+The stages of :mod:`trials.export_stages` are also checked one by one, each against an independent count.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -13,22 +18,26 @@ import pytest
 import torch
 
 from search_space import resolve_arch
+from search_space.io import atomic_write
 from search_space.model import build_model, reparameterize
 from trials import export as export_mod
 from trials.errors import ExportError
-from trials.export import (
-    CARD_FIELDS,
-    CARD_NAME,
-    FP32_NAME,
-    INT8_NAME,
-    export_model,
-    load_card,
-    sha256_file,
-    validate_card,
+from trials.export import FP32_NAME, INT8_NAME, Provenance, export_model
+from trials.export_stages import (
+    PARITY_RTOL,
+    LatencyOptions,
+    QuantizeOptions,
+    check_fidelity,
+    check_parity,
+    inspect_graph,
+    measure_latency,
+    quantize,
+    run_torch,
 )
+from trials.model_card import CARD_FIELDS, CARD_NAME, load_card, sha256_file, validate_card
 
 SPEC = "qarepvgg_d1-1-1-1_w0.25-0.25-0.25-0.25_g1_r32_c10"
-FAST = {"warmup": 1, "runs": 3, "sessions": 1}
+FAST = LatencyOptions(warmup=1, runs=3, sessions=1)
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +55,15 @@ def model(randomize_bn):
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, data, model):
+    """(card, folder, attached bytes): an export with a checkpoint-like file attached, made by atomic_write."""
     out = tmp_path_factory.mktemp("export")
-    card = export_model(model, resolve_arch(SPEC), data.train_eval, data.val, data.classes, out,
-                        calibration_images=64, latency_protocol=FAST, predicted=[{"device": "X", "ms": 1.0}])
-    return card, out
+    extra = tmp_path_factory.mktemp("extra") / "weights.pt"
+    with atomic_write(extra, "wb") as handle:
+        handle.write(b"not really a checkpoint")
+    card = export_model(model, resolve_arch(SPEC), data, out, quantize=QuantizeOptions(calibration_images=64),
+                        latency=FAST, predicted=[{"device": "X", "ms": 1.0}], attach={"checkpoint": extra},
+                        provenance=Provenance(source={"kind": "test"}, notes=["given note"]))
+    return card, out, b"not really a checkpoint"
 
 
 def _logits(path: Path, images: np.ndarray) -> np.ndarray:
@@ -64,11 +78,11 @@ def _val(data) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_export_writes_verified_files_and_a_valid_card(exported, data, model):
-    card, out = exported
-    assert sorted(p.name for p in out.iterdir()) == sorted([CARD_NAME, FP32_NAME, INT8_NAME])
+    card, out, _ = exported
+    assert sorted(p.name for p in out.iterdir()) == sorted([CARD_NAME, FP32_NAME, INT8_NAME, "checkpoint.pt"])
     validate_card(json.loads((out / CARD_NAME).read_text()))
     d = card.data
-    for key in ("fp32", "int8"):
+    for key in ("fp32", "int8", "checkpoint"):
         assert d["files"][key]["sha256"] == sha256_file(out / d["files"][key]["path"])
     # the fp32 graph is the fused deploy form with a static input
     graph = onnx.load(str(out / FP32_NAME))
@@ -95,7 +109,21 @@ def test_export_writes_verified_files_and_a_valid_card(exported, data, model):
     assert d["latency"]["measured"]["fp32"]["ms"] > 0 and d["latency"]["measured"]["int8"]["ms"] > 0
     assert d["latency"]["predicted"] == [{"device": "X", "ms": 1.0}]
     assert d["quantization"]["calibration_images"] == 64
+    assert d["source"] == {"kind": "test"} and d["notes"][0] == "given note" and d["training"] is None
     assert load_card(out).data == d
+
+
+def test_exported_files_have_the_mode_of_a_plain_new_file(exported, tmp_path):
+    """Staged files are born in a 0700 folder from mkstemp (0600); they must end up like any new file."""
+    _, out, attached = exported
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")
+    expected = stat.S_IMODE(plain.stat().st_mode)
+    if expected == 0o600:
+        pytest.skip("under umask 077 a plain file is 0600 too: nothing to tell apart")
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
+    assert modes == dict.fromkeys([CARD_NAME, FP32_NAME, INT8_NAME, "checkpoint.pt"], expected)
+    assert (out / "checkpoint.pt").read_bytes() == attached
 
 
 def _weight_scale_sizes(path: Path) -> list[int]:
@@ -106,9 +134,9 @@ def _weight_scale_sizes(path: Path) -> list[int]:
 
 
 def test_per_channel_gives_one_weight_scale_per_output_channel(tmp_path, exported, data, model):
-    _, per_tensor = exported
-    card = export_model(model, resolve_arch(SPEC), data.train_eval, data.val, data.classes, tmp_path,
-                        per_channel=True, calibration_images=16, latency_protocol=FAST)
+    _, per_tensor, _ = exported
+    card = export_model(model, resolve_arch(SPEC), data, tmp_path, latency=FAST,
+                        quantize=QuantizeOptions(per_channel=True, calibration_images=16))
     assert card.data["quantization"]["per_channel"] is True
     sizes = _weight_scale_sizes(tmp_path / INT8_NAME)
     assert len(sizes) == resolve_arch(SPEC).num_layers + 1  # every conv and the head
@@ -117,7 +145,7 @@ def test_per_channel_gives_one_weight_scale_per_output_channel(tmp_path, exporte
 
 
 def test_failed_parity_leaves_the_previous_export_intact(tmp_path, exported, data, model, monkeypatch):
-    _, good = exported
+    _, good, _ = exported
     before = {p.name: sha256_file(p) for p in good.iterdir()}
     real = export_mod.onnx_export.export_onnx
 
@@ -128,14 +156,13 @@ def test_failed_parity_leaves_the_previous_export_intact(tmp_path, exported, dat
         return real(broken, path, resolution, opset=opset)
 
     monkeypatch.setattr(export_mod.onnx_export, "export_onnx", wrong)
+    quick = QuantizeOptions(calibration_images=8)
     with pytest.raises(ExportError, match="parity check failed"):
-        export_model(model, resolve_arch(SPEC), data.train_eval, data.val, data.classes, good,
-                     calibration_images=8, latency_protocol=FAST)
+        export_model(model, resolve_arch(SPEC), data, good, quantize=quick, latency=FAST)
     assert {p.name: sha256_file(p) for p in good.iterdir()} == before  # no staging folder, nothing replaced
     fresh = tmp_path / "fresh"
     with pytest.raises(ExportError):
-        export_model(model, resolve_arch(SPEC), data.train_eval, data.val, data.classes, fresh,
-                     calibration_images=8, latency_protocol=FAST)
+        export_model(model, resolve_arch(SPEC), data, fresh, quantize=quick, latency=FAST)
     assert list(fresh.iterdir()) == []
 
 
@@ -143,17 +170,103 @@ def test_unwritable_output_and_bad_arguments_raise_export_error(tmp_path, data, 
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(ExportError, match="cannot write to output folder"):
-        export_model(model, resolve_arch(SPEC), data.train_eval, data.val, data.classes, blocker / "out")
+        export_model(model, resolve_arch(SPEC), data, blocker / "out")
     with pytest.raises(ExportError, match="classes"):
-        export_model(model, resolve_arch(SPEC), data.train_eval, data.val, data.classes[:5], tmp_path / "a")
-    with pytest.raises(ExportError, match="calibration"):
-        export_model(model, resolve_arch(SPEC), data.train_eval, data.val, data.classes, tmp_path / "b",
-                     calibration_images=0)
+        export_model(model, resolve_arch(SPEC), dataclasses.replace(data, classes=data.classes[:5]), tmp_path / "a")
+    with pytest.raises(ExportError, match="the spec wants"):
+        export_model(model, resolve_arch(SPEC).replace(resolution=48), data, tmp_path / "b")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    with pytest.raises(ExportError, match="calibration"):
+        QuantizeOptions(calibration_images=0)
+    with pytest.raises(ExportError, match="onnxruntime threads"):
+        LatencyOptions(ort_threads=0)
+    with pytest.raises(ExportError, match="runs=0"):
+        LatencyOptions(runs=0)
+
+
+# -- the stages, one by one ------------------------------------------------------------------------------
+
+
+def test_parity_fails_when_a_deploy_weight_moves_beyond_tolerance(data, model):
+    """Shifting the head bias of one class by δ moves that logit by exactly δ on every image."""
+    x, _ = _val(data)
+    deploy = reparameterize(model)
+    ref = run_torch(deploy, x)
+    train = run_torch(model, x[:64])
+    tolerance = PARITY_RTOL * max(1.0, float(np.abs(ref).max()))
+    for delta, passes in ((0.5 * tolerance, True), (3.0 * tolerance, False)):
+        moved = reparameterize(deploy)
+        with torch.no_grad():
+            moved.head.bias[3] += delta
+        section = check_parity(ref, run_torch(moved, x), train)
+        assert section.tolerance == pytest.approx(tolerance)
+        assert section.max_abs_diff == pytest.approx(delta, rel=1e-2)
+        assert section.passed is passes and section.to_dict()["passed"] is passes
+        if not passes:
+            with pytest.raises(ExportError, match="parity check failed: the fp32 ONNX"):
+                section.require()
+    # the train-form comparison counts too, with its own message
+    bad_train = check_parity(ref, ref, train + 3.0 * tolerance)
+    assert bad_train.max_abs_diff == 0 and not bad_train.passed
+    with pytest.raises(ExportError, match="re-parameterized model"):
+        bad_train.require()
+    assert not check_parity(ref, np.full_like(ref, np.nan), train).passed  # NaN never passes
+
+
+def test_fidelity_agreement_and_scores_match_independent_counts():
+    rng = np.random.default_rng(4)
+    n, k = 200, 7
+    labels = rng.integers(0, k, n)
+    fp32 = rng.standard_normal((n, k))
+    int8 = fp32.copy()
+    flipped = rng.choice(n, 23, replace=False)  # move the argmax of exactly 23 images elsewhere
+    for i in flipped:
+        other = (fp32[i].argmax() + 1 + rng.integers(0, k - 1)) % k
+        int8[i, other] = fp32[i].max() + 1.0
+    classes = [f"c{c}" for c in range(k)]
+    section = check_fidelity(labels, classes, pytorch=fp32, fp32=fp32, int8=int8)
+    assert section.int8_agreement == pytest.approx(1 - 23 / n)
+
+    def brute(logits):  # a plain loop: top-1 and mean recall over the classes present
+        hits = [int(np.argmax(row) == y) for row, y in zip(logits, labels, strict=True)]
+        recalls = [np.mean([h for h, y in zip(hits, labels, strict=True) if y == c]) for c in set(labels.tolist())]
+        return sum(hits) / n, float(np.mean(recalls))
+
+    for got, logits in ((section.fp32, fp32), (section.int8, int8), (section.pytorch, fp32)):
+        assert (got.top1, got.balanced_acc) == pytest.approx(brute(logits))
+    d = section.to_dict()
+    assert d["int8_drop"] == pytest.approx(brute(fp32)[0] - brute(int8)[0]) and d["val_images"] == n
+    notes = section.notes("repvgg")
+    assert any("disagree on 11.5 %" in s for s in notes)  # 23 / 200
+    assert check_fidelity(labels, classes, pytorch=fp32, fp32=fp32, int8=fp32).notes("repvgg") == []
+
+
+def test_quantize_records_the_sample_it_calibrated_on(tmp_path, exported, data):
+    _, out, _ = exported
+    spec = resolve_arch(SPEC)
+    graph = inspect_graph(out / FP32_NAME, spec)
+    assert (graph.conv_nodes, graph.input_shape) == (spec.num_layers, [1, 3, 32, 32])
+    with pytest.raises(ExportError, match="not the deploy form"):
+        inspect_graph(out / FP32_NAME, spec.replace(depths=(1, 1, 2, 1)))
+    small = torch.utils.data.Subset(data.train_eval, range(5))
+    section = quantize(out / FP32_NAME, tmp_path / "q.onnx", small, QuantizeOptions(calibration_images=50))
+    assert section.calibration_images == 5  # no more than the set holds
+    nodes = [n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node]
+    assert section.qdq_nodes == nodes.count("QuantizeLinear") + nodes.count("DequantizeLinear") > 0
+
+
+def test_measure_latency_uses_the_onnxruntime_threads_it_records(exported):
+    _, out, _ = exported
+    section = measure_latency(out / FP32_NAME, out / INT8_NAME, dataclasses.replace(FAST, ort_threads=2),
+                              predicted=[{"device": "Y"}])
+    d = section.to_dict()
+    assert d["measured"]["threads"] == 2
+    assert d["measured"]["fp32"]["threads"] == d["measured"]["int8"]["threads"] == 2  # what the timer ran with
+    assert d["measured"]["int8"]["runs"] == 3 and d["predicted"] == [{"device": "Y"}]
 
 
 def test_validate_card_names_every_problem(exported):
-    card, _ = exported
+    card, _, _ = exported
     good = card.to_dict()
     validate_card(good)
     bad = card.to_dict()

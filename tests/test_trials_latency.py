@@ -1,27 +1,18 @@
-"""The timing protocol (sessions, robust label, load detection and re-dos) and the hardware-table writer."""
+"""The timing protocol: sessions, robust label, load detection and re-dos, protocol checks.
+
+Timing specs into a table (export, measure, write) is ``nas.measure``'s: tests/test_measure_table.py.
+"""
 
 from __future__ import annotations
-
-import csv
 
 import pytest
 
 from search_space import ArchSpec
 from trials.errors import MeasureError
-from trials.latency import (
-    TABLE_COLUMNS,
-    ProbeReading,
-    judge_load,
-    measure_onnx,
-    measure_specs,
-    parse_notes,
-    read_probe,
-)
+from trials.latency import ProbeReading, check_protocol, judge_load, measure_onnx, parse_notes, read_probe
 from trials.onnx_export import export_onnx, timing_model
 
 SPEC = ArchSpec((1, 1, 1, 1), (0.25, 0.25, 0.25, 0.25), resolution=32, num_classes=10)
-SPEC2 = SPEC.replace(depths=(1, 2, 1, 1))
-FAST = {"warmup": 1, "runs": 3, "sessions": 1}
 
 
 @pytest.fixture(scope="module")
@@ -106,63 +97,20 @@ def test_bad_counts_and_missing_model(model_path, tmp_path):
         measure_onnx(tmp_path / "none.onnx")
 
 
-def _read(path):
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        return reader.fieldnames, list(reader)
+@pytest.mark.parametrize(("kwargs", "needle"), [
+    ({"runs": 0}, "runs must be an integer ≥ 1"),
+    ({"warmup": -1}, "warmup must be an integer ≥ 0"),
+    ({"sessions": 2.0}, "sessions must be an integer"),
+    ({"clock": "tsc"}, "unknown clock"),
+    ({"clock": "cpu", "threads": 2}, "needs threads=1"),
+])
+def test_check_protocol_refuses_bad_settings(kwargs, needle):
+    with pytest.raises(MeasureError, match=needle):
+        check_protocol(**kwargs)
+    check_protocol("cpu", threads=1, warmup=0, retries=0, runs=1, sessions=1)  # the smallest valid protocol
 
 
-def test_measure_specs_writes_parsable_rows_and_skips_on_rerun(tmp_path):
-    table = tmp_path / "host.csv"
-    table.write_text("device,precision,arch,latency_ms,status\nT4,int8,A0,0.68,ok\n")
-    seen = []
-    rows = measure_specs([SPEC, SPEC2], table, on_progress=lambda d, t, label: seen.append((d, t)), **FAST)
-    assert [r["precision"] for r in rows] == ["fp32", "int8", "fp32", "int8"]
-    assert seen == [(i, 4) for i in range(1, 5)]
-    header, written = _read(table)
-    assert tuple(header) == TABLE_COLUMNS
-    assert written[0]["device"] == "T4" and written[0]["arch"] == "A0"  # foreign rows are kept
-    for row in written[1:]:
-        assert row["device"] == "host-cpu" and row["status"] == "ok" and row["batch"] == "1"
-        assert ArchSpec.parse(row["arch"]) in (SPEC, SPEC2) and row["resolution"] == "32"
-        assert float(row["latency_ms"]) > 0
-        notes = parse_notes(row["notes"])
-        assert notes["threads"] == "1" and float(notes["spread"]) >= 1 and "ort" in notes
-    before = table.read_text()
-    assert measure_specs([SPEC, SPEC2], table, **FAST) == []
-    assert table.read_text() == before
-    # re-measuring replaces instead of duplicating (predictors refuse conflicting duplicates)
-    assert len(measure_specs([SPEC], table, precisions=("fp32",), skip_existing=False, **FAST)) == 1
-    _, after = _read(table)
-    assert len(after) == 5 and sum(r["arch"] == SPEC.to_string() and r["precision"] == "fp32" for r in after) == 1
-    # one device name, one thread count
-    with pytest.raises(MeasureError, match="threads=1"):
-        measure_specs([SPEC], table, precisions=("fp32",), threads=2, **FAST)
-    assert len(measure_specs([SPEC], table, precisions=("fp32",), threads=2, device="host-cpu-2t", **FAST)) == 1
-    with pytest.raises(MeasureError, match="clock=wall"):
-        measure_specs([SPEC], table, precisions=("fp32",), clock="cpu", **FAST)
-
-
-def test_measure_specs_refuses_bad_input_without_writing(tmp_path):
-    table = tmp_path / "t.csv"
-    with pytest.raises(MeasureError, match="precision"):
-        measure_specs([SPEC], table, precisions=("fp16",), **FAST)
-    with pytest.raises(MeasureError, match="no architectures"):
-        measure_specs([], table, **FAST)
-    with pytest.raises(MeasureError, match="sessions"):
-        measure_specs([SPEC], table, **{**FAST, "sessions": 0})
-    with pytest.raises(MeasureError, match="does not exist"):
-        measure_specs([SPEC], tmp_path / "no" / "t.csv", **FAST)
-    assert list(tmp_path.iterdir()) == []
-    table.write_text("a,b\n1,2\n")
-    with pytest.raises(MeasureError, match="not a hardware table"):
-        measure_specs([SPEC], table, **FAST)
-    assert table.read_text() == "a,b\n1,2\n"
-
-
-def test_unwritable_table_is_refused(tmp_path, monkeypatch):
-    # the tests may run as root, who can write read-only folders: make the folder unwritable to the check
-    monkeypatch.setattr("trials.latency.os.access", lambda path, mode: False)
-    with pytest.raises(MeasureError, match="not writable"):
-        measure_specs([SPEC], tmp_path / "t.csv", **FAST)
-    assert list(tmp_path.iterdir()) == []
+def test_parse_notes_reads_what_notes_writes():
+    assert parse_notes("threads=1;sessions=5;cpu=AMD EPYC x2;bad;x=a=b") == {
+        "threads": "1", "sessions": "5", "cpu": "AMD EPYC x2", "x": "a=b"}
+    assert parse_notes("") == {}

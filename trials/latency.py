@@ -1,4 +1,4 @@
-"""On-host latency: a measurement protocol that stays repeatable on a shared machine, and a table writer.
+"""On-host latency: a measurement protocol that stays repeatable on a shared machine.
 
 The protocol (:func:`measure_onnx`), and why:
 
@@ -19,18 +19,17 @@ The protocol (:func:`measure_onnx`), and why:
   session that is loaded is measured again, at most ``retries`` times (none for the model's later sessions
   once retries did not help: persistent load); ``Measurement.loaded_sessions`` counts those left loaded.
 
-:func:`measure_specs` builds deploy models from specs, exports fp32 and int8 ONNX to a temp folder,
-measures them and appends rows to a hardware CSV that ``predictors.load_table`` reads.
+A :class:`Measurement` knows its protocol and load as a ``notes`` string (:meth:`Measurement.notes`,
+:func:`parse_notes`). Which architectures to measure and where the rows go is not this module's business:
+``nas.measure`` exports specs, calls :func:`measure_onnx` and hands rows to ``predictors.tables``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import os
 import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -38,8 +37,6 @@ from pathlib import Path
 
 import numpy as np
 
-from search_space.io import atomic_write
-from search_space.spec import ArchSpec
 from trials.errors import MeasureError
 
 #: Default sampling: 10 untimed runs, 30 timed runs, 5 sessions.
@@ -47,6 +44,8 @@ WARMUP, RUNS, SESSIONS, RETRIES = 10, 30, 5, 2
 #: A session is loaded when its CPU/wall ratio falls below this (it was descheduled) …
 MIN_CPU_RATIO = 0.85
 CLOCKS = ("wall", "cpu")
+#: What the host is timed in: fp32 ONNX, and int8 (static QDQ) from it.
+PRECISIONS = ("fp32", "int8")
 
 
 @dataclass(frozen=True)
@@ -196,12 +195,17 @@ def _one_session(path: Path, threads: int, warmup: int, runs: int, probe: Probe)
     return statistics.median(walls) * 1e3, statistics.median(cpus) * 1e3, judge_load(first, samples, threads)
 
 
-def _check_counts(**counts: int) -> None:
-    """Raise :class:`MeasureError` for a non-integer or too small protocol count (warmup/retries may be 0)."""
+def check_protocol(clock: str = "wall", **counts: int) -> None:
+    """Raise :class:`MeasureError` for an unknown clock, or a non-integer or too small count (``threads``,
+    ``runs``, ``sessions``, …; ``warmup`` and ``retries`` may be 0), before anything is measured."""
     for name, value in counts.items():
         low = 0 if name in ("warmup", "retries") else 1
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise MeasureError(f"{name} must be an integer ≥ {low}, got {value!r}", f"use {low} or more")
+    if clock not in CLOCKS:
+        raise MeasureError(f"unknown clock {clock!r}", f"allowed: {', '.join(CLOCKS)}")
+    if clock == "cpu" and counts.get("threads", 1) != 1:
+        raise MeasureError("clock 'cpu' needs threads=1", "worker threads' CPU time is not the latency")
 
 
 def measure_onnx(
@@ -227,8 +231,7 @@ def measure_onnx(
     source = Path(path)
     if not source.is_file():
         raise MeasureError(f"model {str(source)!r} not found", "export it first (trials.onnx_export)")
-    _check_counts(threads=threads, warmup=warmup, runs=runs, sessions=sessions, retries=retries)
-    _check_clock(clock, threads)
+    check_protocol(clock, threads=threads, warmup=warmup, runs=runs, sessions=sessions, retries=retries)
     probe, pick = probe or read_probe, (0 if clock == "wall" else 1)
     kept, redone, busy = [], 0, False
     try:
@@ -251,155 +254,6 @@ def measure_onnx(
     )
 
 
-def _check_clock(clock: str, threads: int) -> None:
-    if clock not in CLOCKS:
-        raise MeasureError(f"unknown clock {clock!r}", f"allowed: {', '.join(CLOCKS)}")
-    if clock == "cpu" and threads != 1:
-        raise MeasureError("clock 'cpu' needs threads=1", "worker threads' CPU time is not the latency")
-
-
-# -- measuring specs into a hardware table ---------------------------------------------------------
-
-TABLE_COLUMNS = ("device", "precision", "arch", "latency_ms", "status", "batch", "resolution", "notes")
-PRECISIONS = ("fp32", "int8")
-
-
 def parse_notes(notes: str) -> dict[str, str]:
     """``"threads=1;sessions=5"`` → ``{"threads": "1", "sessions": "5"}`` (items without ``=`` are dropped)."""
     return dict(item.split("=", 1) for item in (notes or "").split(";") if "=" in item)
-
-
-def read_table(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
-    """Read a hardware CSV (columns :data:`TABLE_COLUMNS`, extra columns kept); a missing file is empty."""
-    target = Path(path)
-    if not target.exists():
-        return list(TABLE_COLUMNS), []
-    try:
-        with target.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            header = list(reader.fieldnames or [])
-            rows = [dict(r) for r in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise MeasureError(f"cannot read table {str(target)!r}: {exc}", "fix or move the file") from exc
-    missing = [c for c in ("device", "precision", "arch", "latency_ms", "status") if c not in header]
-    if missing:
-        raise MeasureError(
-            f"{str(target)!r} is not a hardware table (missing columns {missing})",
-            f"expected a CSV with columns {','.join(TABLE_COLUMNS)}",
-        )
-    return list(TABLE_COLUMNS) + [c for c in header if c not in TABLE_COLUMNS], rows
-
-
-def write_table(path: str | Path, columns: Sequence[str], rows: Sequence[dict]) -> None:
-    """Rewrite the whole table atomically (complete or untouched, never half-written)."""
-    with atomic_write(path, newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({c: "" if row.get(c) is None else row.get(c) for c in columns})
-
-
-def check_writable(path: str | Path) -> Path:
-    """Raise :class:`MeasureError` unless ``path``'s folder exists and is writable (checked before measuring)."""
-    target = Path(path)
-    if target.is_dir():
-        raise MeasureError(f"{str(target)!r} is a folder", "give a CSV file name")
-    if not target.parent.is_dir():
-        raise MeasureError(f"folder {str(target.parent)!r} does not exist", "create it or choose another --out")
-    if not os.access(target.parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise MeasureError(f"{str(target)!r} is not writable", "choose a writable --out")
-    return target
-
-
-def _key(device: str, precision: str, arch: str) -> tuple[str, str, str]:
-    """What makes two rows the same measurement for ``predictors`` (device names compare case-insensitively)."""
-    return device.lower(), precision, arch
-
-
-def _row_key(row: dict[str, str]) -> tuple[str, str, str]:
-    arch = row.get("arch", "")
-    with contextlib.suppress(ValueError):  # spec strings compare in canonical form
-        arch = ArchSpec.parse(arch).to_string() if "_" in arch else arch
-    return _key(row.get("device", ""), row.get("precision", ""), arch)
-
-
-def _check_setting(rows: Sequence[dict[str, str]], device: str, threads: int, clock: str) -> None:
-    """One device name, one setting (threads, clock): ``predictors`` treats a device's rows as one machine."""
-    notes = [parse_notes(r.get("notes", "")) for r in rows if r.get("device", "").lower() == device.lower()]
-    other = {(n.get("threads", str(threads)), n.get("clock", "wall")) for n in notes} - {(str(threads), clock)}
-    if other:
-        t, c = sorted(other)[0]
-        raise MeasureError(
-            f"the table has {device} rows measured with threads={t} clock={c}, not threads={threads} clock={clock}",
-            f"give this setting another device name, e.g. --device {device}-{threads}t-{clock}",
-        )
-
-
-def measure_specs(
-    specs: Sequence[ArchSpec],
-    table_path: str | Path,
-    precisions: Sequence[str] = PRECISIONS,
-    device: str = "host-cpu",
-    threads: int = 1,
-    warmup: int = WARMUP,
-    runs: int = RUNS,
-    sessions: int = SESSIONS,
-    *,
-    retries: int = RETRIES,
-    clock: str = "wall",
-    calibration_images: int = 8,
-    seed: int = 0,
-    on_progress: Callable[[int, int, str], None] | None = None,
-    skip_existing: bool = True,
-    probe: Probe | None = None,
-) -> list[dict[str, object]]:
-    """Measure every spec at every precision on this host and append the rows to ``table_path``.
-
-    Models are :func:`timing_model` deploy forms exported to a temp folder; int8 is calibrated on
-    ``calibration_images`` random-normal images (ranges only matter for accuracy, not for timing). The
-    table is rewritten atomically after each measurement, so an interrupted run keeps what it measured.
-    With ``skip_existing``, a spec already in the table for this device and precision is not measured
-    again; without it, it is measured and its old row replaced. A device's rows share one thread count
-    and clock (another setting needs another device name).
-    ``on_progress(done, total, label)`` is called after each item. Returns the new rows.
-    """
-    from trials.onnx_export import export_for_timing
-
-    bad = [p for p in precisions if p not in PRECISIONS]
-    if bad or not precisions:
-        raise MeasureError(f"unknown precision(s) {bad or precisions!r}", f"allowed: {', '.join(PRECISIONS)}")
-    if not specs:
-        raise MeasureError("no architectures to measure", "give presets, a spec file or --sample N")
-    _check_counts(threads=threads, warmup=warmup, runs=runs, sessions=sessions, retries=retries,
-                  calibration_images=calibration_images)
-    _check_clock(clock, threads)
-    target = check_writable(table_path)
-    columns, rows = read_table(target)
-    _check_setting(rows, device, threads, clock)
-    done_keys = {_row_key(r) for r in rows}
-    total, done, new_rows = len(specs) * len(precisions), 0, []
-    with tempfile.TemporaryDirectory(prefix="nas-measure-") as scratch:
-        for spec in specs:
-            arch = spec.to_string()
-            todo = [p for p in precisions if not (skip_existing and _key(device, p, arch) in done_keys)]
-            for _ in range(len(precisions) - len(todo)):
-                done += 1
-                if on_progress:
-                    on_progress(done, total, f"{arch} (in table)")
-            if not todo:
-                continue
-            paths = export_for_timing(spec, scratch, todo, seed=seed, calibration_images=calibration_images)
-            for precision in todo:
-                m = measure_onnx(paths[precision], threads, warmup, runs, sessions, retries=retries, clock=clock,
-                                 probe=probe)
-                row = {"device": device, "precision": precision, "arch": arch, "latency_ms": round(m.label_ms, 6),
-                       "status": "ok", "batch": 1, "resolution": spec.resolution, "notes": m.notes()}
-                key = _key(device, precision, arch)
-                rows = [r for r in rows if _row_key(r) != key] + [row]  # a re-measurement replaces the row
-                new_rows.append(row)
-                done_keys.add(key)
-                write_table(target, columns, rows)
-                done += 1
-                if on_progress:
-                    on_progress(done, total, f"{arch} {precision} {m.label_ms:.3f} ms")
-    return new_rows

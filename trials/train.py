@@ -11,14 +11,14 @@ uninterrupted one. Under ``torchrun`` the same function trains data-parallel (se
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,8 +28,8 @@ from torch.utils.data import DataLoader
 
 from search_space.model import build_model
 from search_space.spec import ArchSpec
-from trials.checkpoint import check_resume, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from trials.config import RESUME_FREE, TrainConfig
+from trials.checkpoint import Checkpoint, DataSettings, TrainingState, rng_state, set_rng_state
+from trials.config import TrainConfig
 from trials.distributed import (
     DistContext,
     EpochSampler,
@@ -43,10 +43,13 @@ from trials.distributed import (
 from trials.errors import TrainError
 from trials.losses import build_loss
 
+if TYPE_CHECKING:
+    from trials.data import DataBundle
+
 
 @dataclass
 class TrainResult:
-    """The trained model (final epoch, unwrapped, eval mode), final metrics, and the best checkpoint."""
+    """The trained model (final epoch, unwrapped, eval mode), final metrics, and the best checkpoint's path."""
 
     model: nn.Module
     metrics: dict[str, Any]
@@ -90,7 +93,7 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def data_resolution(data: Any) -> int:
+def data_resolution(data: DataBundle) -> int:
     """Input resolution of a data bundle: its ``resolution`` attribute, else the first image's width."""
     res = getattr(data, "resolution", None)
     if res is None:
@@ -100,21 +103,21 @@ def data_resolution(data: Any) -> int:
     return int(res)
 
 
-def check_data(spec: ArchSpec, data: Any) -> None:
+def check_data(spec: ArchSpec, data: DataBundle) -> None:
     """Raise :class:`TrainError` unless ``data`` fits ``spec`` (classes, resolution, non-empty splits)."""
     if len(data.train) == 0 or len(data.val) == 0:
         raise TrainError(f"empty split: {len(data.train)} training and {len(data.val)} validation images",
                          "give a data folder with images in every class")
     if len(data.classes) != spec.num_classes:
         raise TrainError(f"the spec has {spec.num_classes} classes but the data has {len(data.classes)}",
-                         f"use spec.replace(num_classes={len(data.classes)}) or `nas train --classes-from-data`")
+                         f"give the spec the data's class count ({len(data.classes)})")
     res = data_resolution(data)
     if res != spec.resolution:
         raise TrainError(f"the data is {res} px but the spec expects {spec.resolution} px",
                          f"load the data at resolution {spec.resolution} or change the spec's resolution")
 
 
-def _make_loader(data: Any, config: TrainConfig, ctx: DistContext) -> tuple[DataLoader, EpochSampler, bool]:
+def _make_loader(data: DataBundle, config: TrainConfig, ctx: DistContext) -> tuple[DataLoader, EpochSampler, bool]:
     labels = dataset_labels(data.train)
     sampler = EpochSampler(labels, balanced=config.data_sampler == "class_balanced", seed=config.seed,
                            rank=ctx.rank, world_size=ctx.world_size)
@@ -131,64 +134,102 @@ def _make_loader(data: Any, config: TrainConfig, ctx: DistContext) -> tuple[Data
 
 def train(
     spec: ArchSpec,
-    data: Any,
+    data: DataBundle,
     config: TrainConfig | None = None,
     out_dir: str | Path | None = None,
-    resume: bool = False,
+    resume: bool | Checkpoint = False,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     *,
-    data_settings: dict[str, Any] | None = None,
+    data_settings: DataSettings | None = None,
 ) -> TrainResult:
     """Train ``build_model(spec)`` on ``data`` (a DataBundle) with ``config``; see the module docstring.
 
     ``on_progress`` (rank 0 only) receives dicts with ``event`` = ``start`` | ``step`` | ``epoch``,
     and ``epoch``, ``step``, ``total_steps``, ``loss``, ``lr``, ``images_per_s`` (plus val metrics at
-    ``epoch``). With ``resume=True`` training continues from ``out_dir/last.pt``. Checkpoints record
-    ``data``: the bundle's report (``data.report.to_dict()``) updated with ``data_settings`` (how the
-    data was loaded: path, val_ratio, long_tail, seed, max_per_class, …) so that evaluation can reload it.
+    ``epoch``). ``resume=True`` continues from ``out_dir/last.pt``; a :class:`Checkpoint` already read
+    from there continues without reading the file again. Checkpoints record ``data_settings`` (how the
+    data was loaded) with the bundle's report, so that evaluation can reload the same split; without
+    them, the settings are taken from the report and the training seed.
     """
     config = config or TrainConfig()
     config.validate()
     check_data(spec, data)
     out = Path(out_dir) if out_dir is not None else None
     last_path = out / "last.pt" if out else None
-    if resume and (last_path is None or not last_path.is_file()):
+    if resume is False:
+        if last_path is not None and last_path.exists():
+            raise TrainError(f"{out} already holds a checkpoint", "resume it, or train into a new output folder")
+    elif last_path is None or not last_path.is_file():
         raise TrainError(f"nothing to resume: {last_path or 'no output folder given'}",
-                         "resume needs the --out folder of an earlier run (with last.pt)")
-    if not resume and last_path is not None and last_path.exists():
-        raise TrainError(f"{out} already holds a checkpoint", "pass --resume to continue it, or use a new --out")
+                         "resume needs the output folder of an earlier run (with last.pt)")
     ctx = init_distributed(config.device)
     try:
         if config.amp and ctx.device.type != "cuda":
-            raise TrainError("amp (float16 autocast) needs a CUDA device", "drop --amp on the CPU")
-        report = getattr(data, "report", None)
-        recorded = dict(report.to_dict()) if hasattr(report, "to_dict") else {}
-        recorded.update(data_settings or {})
-        recorded = json.loads(json.dumps(recorded, default=str))  # plain types only (weights_only load)
-        return _train(spec, data, config, out, resume, on_progress, ctx, recorded)
+            raise TrainError("amp (float16 autocast) needs a CUDA device", "train without amp on the CPU")
+        previous = None
+        if resume is not False and last_path is not None:
+            previous = resume if isinstance(resume, Checkpoint) else Checkpoint.read(last_path)
+            previous.check_resume(spec, config, list(data.classes))
+        return _train(spec, data, config, out, previous, on_progress, ctx, _recorded(data, config, data_settings))
     finally:
         shutdown(ctx)
 
 
-def _train(
-    spec: ArchSpec,
-    data: Any,
-    config: TrainConfig,
-    out: Path | None,
-    resume: bool,
-    on_progress: Callable[[dict[str, Any]], None] | None,
-    ctx: DistContext,
-    recorded: dict[str, Any],
-) -> TrainResult:
-    device, start = ctx.device, time.perf_counter()
-    state = None
-    if resume:
-        state = load_checkpoint(out / "last.pt")
-        check_resume(state, spec, config.to_dict(), list(data.classes), out / "last.pt", RESUME_FREE)
+def _recorded(data: DataBundle, config: TrainConfig, given: DataSettings | None) -> DataSettings:
+    """What the checkpoints record about the data: the settings given (or read off the report) + the report."""
+    report = getattr(data, "report", None)  # a DataBundle has one; hand-made bundles in tests may not
+    report_dict = dict(report.to_dict()) if report is not None else {}
+    settings = given or DataSettings.from_recorded(report_dict, config.seed)
+    resolution = settings.resolution or data_resolution(data)
+    return dataclasses.replace(settings, resolution=resolution, report=report_dict)
+
+
+@dataclass
+class _Run:
+    """The objects one training run updates and each checkpoint saves, plus its progress."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module
+    loader: DataLoader
+    sampler: EpochSampler
+    total_steps: int
+    lr: float
+    memory_format: torch.memory_format
+    epoch: int = 0
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=lambda: {"epoch": 0, "balanced_acc": -1.0, "top1": 0.0})
+
+    def restore(self, previous: Checkpoint) -> None:
+        """Continue where ``previous`` stopped: weights, optimizer, schedule, scaler, loss, RNG, progress."""
+        state = previous.training
+        assert state is not None  # check_resume refused a model-only checkpoint
+        self.model.load_state_dict(previous.model)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.scheduler.load_state_dict(state.scheduler)
+        self.scaler.load_state_dict(state.scaler)
+        self.criterion.load_state_dict(state.loss)
+        self.epoch, self.step = previous.epoch, previous.step
+        self.history, self.best = list(previous.history), dict(previous.best or self.best)
+        set_rng_state(state.rng)
+
+    def checkpoint(self, spec: ArchSpec, config: TrainConfig, classes: list[str], data: DataSettings) -> Checkpoint:
+        """The checkpoint of the run as it stands after the last epoch."""
+        training = TrainingState(self.optimizer.state_dict(), self.scheduler.state_dict(), self.scaler.state_dict(),
+                                 self.criterion.state_dict(), rng_state())
+        return Checkpoint(spec, config, list(classes), self.model.state_dict(), epoch=self.epoch, step=self.step,
+                          history=self.history, best=self.best, metrics=self.history[-1], data=data,
+                          training=training)
+
+
+def _setup(spec: ArchSpec, data: DataBundle, config: TrainConfig, ctx: DistContext) -> _Run:
+    """Seed, then build model, optimizer, loader, per-step schedule, scaler and loss (in this order)."""
     seed_everything(config.seed)
-    model = build_model(spec).to(device)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
+    model = build_model(spec).to(ctx.device).to(memory_format=memory_format)
     lr = config.effective_lr(ctx.world_size)
     optimizer = torch.optim.SGD(param_groups(model, config.weight_decay), lr=lr, momentum=config.momentum,
                                 nesterov=config.nesterov)
@@ -202,90 +243,105 @@ def _train(
         optimizer, lambda s: lr_factor(s, total_steps, warmup_steps))  # a plain function: not saved
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp)
     criterion = build_loss(config.loss, data.train_counts, config.label_smoothing,
-                           tau=config.logit_adjust_tau).to(device)
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"epoch": 0, "balanced_acc": -1.0, "top1": 0.0}
-    epoch = step = 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        criterion.load_state_dict(state["loss"])
-        epoch, step = int(state["epoch"]), int(state["step"])
-        history, best = list(state["history"]), dict(state["best"])
-        set_rng_state(state["rng"])
-    net: nn.Module = model
+                           tau=config.logit_adjust_tau).to(ctx.device)
+    return _Run(model, optimizer, scheduler, scaler, criterion, loader, sampler, total_steps, lr, memory_format)
+
+
+def _train(
+    spec: ArchSpec,
+    data: DataBundle,
+    config: TrainConfig,
+    out: Path | None,
+    previous: Checkpoint | None,
+    on_progress: Callable[[dict[str, Any]], None] | None,
+    ctx: DistContext,
+    recorded: DataSettings,
+) -> TrainResult:
+    start = time.perf_counter()
+    run = _setup(spec, data, config, ctx)
+    if previous is not None:
+        run.restore(previous)
+    net: nn.Module = run.model
     if ctx.distributed:
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        device = ctx.device
+        net = DistributedDataParallel(run.model, device_ids=[device.index] if device.type == "cuda" else None)
     emit = on_progress if (on_progress is not None and ctx.is_main) else (lambda _info: None)
-    emit({"event": "start", "epoch": epoch, "epochs": config.epochs, "step": step, "total_steps": total_steps,
-          "effective_lr": lr, "world_size": ctx.world_size, "device": str(device)})
+    emit({"event": "start", "epoch": run.epoch, "epochs": config.epochs, "step": run.step,
+          "total_steps": run.total_steps, "effective_lr": run.lr, "world_size": ctx.world_size,
+          "device": str(ctx.device)})
     best_path = out / "best.pt" if out else None
-    while epoch < config.epochs and step < total_steps:
-        sampler.set_epoch(epoch)
-        loader.generator.manual_seed(config.seed * 7919 + epoch)  # worker seeds of this epoch
-        net.train()
-        criterion.train()
-        sums = torch.zeros(2, dtype=torch.float64)  # (loss · images, images)
-        t0, seen = time.perf_counter(), 0
-        for images, labels in loader:
-            if step >= total_steps:
-                break
-            images = images.to(device, non_blocking=True, memory_format=memory_format)
-            labels = labels.to(device, non_blocking=True)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=config.amp):
-                loss = criterion(net(images), labels)
-            if not ctx.distributed and not torch.isfinite(loss):
-                raise TrainError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}",
-                                 "lower --lr or enable warm-up (--warmup-epochs)")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            step += 1
-            seen += len(labels)
-            sums += torch.tensor([loss.item() * len(labels), len(labels)], dtype=torch.float64)
-            rate = seen * ctx.world_size / max(time.perf_counter() - t0, 1e-9)
-            emit({"event": "step", "epoch": epoch + 1, "epochs": config.epochs, "step": step,
-                  "total_steps": total_steps, "loss": loss.item(), "lr": optimizer.param_groups[0]["lr"],
-                  "images_per_s": rate})
-        train_s = time.perf_counter() - t0
-        sums = all_reduce_sum(sums, ctx)
-        images_per_s = float(sums[1]) / max(train_s, 1e-9)
-        train_loss = float(sums[0] / max(float(sums[1]), 1.0))
-        if not math.isfinite(train_loss):
-            raise TrainError(f"the training loss became {train_loss} in epoch {epoch + 1}",
-                             "lower --lr or enable warm-up (--warmup-epochs)")
-        top1, bal = evaluate_distributed(model, data.val, data.classes, config.eval_batch_size, ctx)
-        epoch += 1
-        record = {"epoch": epoch, "step": step, "train_loss": train_loss, "val_top1": top1,
-                  "val_balanced_acc": bal, "lr": optimizer.param_groups[0]["lr"], "images_per_s": images_per_s,
+    while run.epoch < config.epochs and run.step < run.total_steps:
+        train_loss, images_per_s = _train_epoch(run, net, config, ctx, emit)
+        top1, bal = evaluate_distributed(run.model, data.val, data.classes, config.eval_batch_size, ctx)
+        run.epoch += 1
+        record = {"epoch": run.epoch, "step": run.step, "train_loss": train_loss, "val_top1": top1,
+                  "val_balanced_acc": bal, "lr": run.optimizer.param_groups[0]["lr"], "images_per_s": images_per_s,
                   "wall_s": time.perf_counter() - start}
-        history.append(record)
-        improved = bal > best["balanced_acc"]
+        run.history.append(record)
+        improved = bal > run.best["balanced_acc"]
         if improved:
-            best = {"epoch": epoch, "balanced_acc": bal, "top1": top1}
+            run.best = {"epoch": run.epoch, "balanced_acc": bal, "top1": top1}
         if out is not None and ctx.is_main:
-            ckpt = {"spec": spec.to_dict(), "config": config.to_dict(), "classes": list(data.classes),
-                    "epoch": epoch, "step": step, "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(), "loss": criterion.state_dict(), "rng": rng_state(),
-                    "history": history, "best": best, "metrics": record, "data": recorded}
+            ckpt = run.checkpoint(spec, config, data.classes, recorded)
             if improved:  # best first: a crash between the two writes never leaves last.pt ahead of best.pt
-                save_checkpoint(best_path, ckpt)
-            save_checkpoint(out / "last.pt", ckpt)
+                ckpt.write(out / "best.pt")
+            ckpt.write(out / "last.pt")
         barrier(ctx)
-        emit({"event": "epoch", **record, "epochs": config.epochs, "total_steps": total_steps})
-    model.eval()
-    final = history[-1] if history else {}
-    metrics = {
-        "spec": spec.to_string(), "top1": final.get("val_top1"), "balanced_acc": final.get("val_balanced_acc"),
-        "best_epoch": best["epoch"], "best_top1": best["top1"], "best_balanced_acc": best["balanced_acc"],
-        "train_loss": final.get("train_loss"), "epochs": epoch, "steps": step, "total_steps": total_steps,
-        "images_per_s": final.get("images_per_s"), "effective_lr": lr, "world_size": ctx.world_size,
-        "train_images": len(data.train), "val_images": len(data.val), "wall_s": time.perf_counter() - start,
-    }
+        emit({"event": "epoch", **record, "epochs": config.epochs, "total_steps": run.total_steps})
+    run.model.eval()
     checkpoint = best_path if best_path is not None and best_path.exists() else None
-    return TrainResult(model, metrics, checkpoint, history)
+    return TrainResult(run.model, _final_metrics(run, spec, data, ctx, start), checkpoint, run.history)
+
+
+def _train_epoch(
+    run: _Run, net: nn.Module, config: TrainConfig, ctx: DistContext, emit: Callable[[dict[str, Any]], None],
+) -> tuple[float, float]:
+    """One pass over the training loader (stopping at the step cap); returns (train loss, images/s)."""
+    device = ctx.device
+    run.sampler.set_epoch(run.epoch)
+    run.loader.generator.manual_seed(config.seed * 7919 + run.epoch)  # worker seeds of this epoch
+    net.train()
+    run.criterion.train()
+    sums = torch.zeros(2, dtype=torch.float64)  # (loss · images, images)
+    t0, seen = time.perf_counter(), 0
+    for images, labels in run.loader:
+        if run.step >= run.total_steps:
+            break
+        images = images.to(device, non_blocking=True, memory_format=run.memory_format)
+        labels = labels.to(device, non_blocking=True)
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=config.amp):
+            loss = run.criterion(net(images), labels)
+        if not ctx.distributed and not torch.isfinite(loss):
+            raise TrainError(f"the loss became {loss.item()} at epoch {run.epoch + 1}, step {run.step + 1}",
+                             "lower the learning rate or add warm-up epochs")
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.scheduler.step()
+        run.step += 1
+        seen += len(labels)
+        sums += torch.tensor([loss.item() * len(labels), len(labels)], dtype=torch.float64)
+        rate = seen * ctx.world_size / max(time.perf_counter() - t0, 1e-9)
+        emit({"event": "step", "epoch": run.epoch + 1, "epochs": config.epochs, "step": run.step,
+              "total_steps": run.total_steps, "loss": loss.item(), "lr": run.optimizer.param_groups[0]["lr"],
+              "images_per_s": rate})
+    train_s = time.perf_counter() - t0
+    sums = all_reduce_sum(sums, ctx)
+    train_loss = float(sums[0] / max(float(sums[1]), 1.0))
+    if not math.isfinite(train_loss):
+        raise TrainError(f"the training loss became {train_loss} in epoch {run.epoch + 1}",
+                         "lower the learning rate or add warm-up epochs")
+    return train_loss, float(sums[1]) / max(train_s, 1e-9)
+
+
+def _final_metrics(run: _Run, spec: ArchSpec, data: DataBundle, ctx: DistContext, start: float) -> dict[str, Any]:
+    final = run.history[-1] if run.history else {}
+    return {
+        "spec": spec.to_string(), "top1": final.get("val_top1"), "balanced_acc": final.get("val_balanced_acc"),
+        "best_epoch": run.best["epoch"], "best_top1": run.best["top1"], "best_balanced_acc": run.best["balanced_acc"],
+        "train_loss": final.get("train_loss"), "epochs": run.epoch, "steps": run.step,
+        "total_steps": run.total_steps, "images_per_s": final.get("images_per_s"), "effective_lr": run.lr,
+        "world_size": ctx.world_size, "train_images": len(data.train), "val_images": len(data.val),
+        "wall_s": time.perf_counter() - start,
+    }

@@ -48,7 +48,11 @@ class _RenamedFlag(argparse.Action):
 
 def add_renamed(container: argparse._ActionsContainer, old: str, new: str) -> None:
     """Keep ``old`` working as a hidden alias of the already-added flag ``new`` (same destination and
-    behaviour), with a one-line deprecation note when it is used."""
+    behaviour), with a one-line deprecation note when it is used.
+
+    A required ``new`` is satisfied by either spelling: argparse checks required flags one action at a
+    time, so the two become a required pair of which exactly one is given.
+    """
     target = next((a for a in container._actions if new in a.option_strings), None)
     if target is None:
         raise ValueError(f"add {new} before its old spelling {old}")
@@ -57,6 +61,11 @@ def add_renamed(container: argparse._ActionsContainer, old: str, new: str) -> No
         kwargs.update(type=target.type, choices=target.choices, metavar=target.metavar, nargs=target.nargs)
     elif type(target) in (argparse._StoreConstAction, argparse._AppendConstAction):
         kwargs["const"] = target.const
+    if target.required:
+        pair = container.add_mutually_exclusive_group(required=True)
+        target.required = False
+        pair._group_actions.append(target)
+        container = pair
     container.add_argument(old, dest=target.dest, action=_RenamedFlag, **kwargs)
 
 

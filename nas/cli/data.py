@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import warnings
 
 from nas.cli._common import add_format, emit, message
 
-# torch, torchvision and the trials package are imported inside the commands: `nas arch …` stays fast.
+# nas.reports (torch, torchvision) is imported inside the commands: `nas arch …` stays fast.
 
 PER_CLASS_COLUMNS = ["class", "name", "count", "correct", "acc"]
 
@@ -80,25 +79,17 @@ def _add_data_options(p: argparse.ArgumentParser, defaults_from_checkpoint: bool
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from nas.reports import stats_outputs
-    from trials.stats import SMALL_SIDE
+    """Run ``nas data stats``: the statistics (or per-class rows) on stdout, written files on stderr."""
+    from nas.reports import stats_figures, stats_outputs
 
     stats, files = stats_outputs(args.path, args.out_dir)
-    summary = stats.summary()
     if args.format == "json":
         emit(stats.class_rows(), "json", extra={**{k: v for k, v in stats.to_dict().items() if k != "per_class"},
                                                 "files": {k: str(v) for k, v in files.items()}})
     elif args.per_class or args.format == "csv":
         emit(stats.class_rows(), args.format, title=f"images per class in {stats.root}")
     else:
-        emit(stats.describe_rows(), "table", title=f"images per class ({stats.layout})", extra={
-            "images": stats.images, "classes": len(stats.classes),
-            "imbalance factor": round(stats.imbalance_factor, 2),
-            "distinct resolutions": stats.distinct_resolutions,
-            f"under {SMALL_SIDE}×{SMALL_SIDE}": f"{stats.share_small:.1%}",
-            "median size": f"{summary['median_width']:g}×{summary['median_height']:g}",
-            "channel modes": ", ".join(f"{k} {v}" for k, v in sorted(stats.modes.items())),
-        })
+        emit(stats.describe_rows(), "table", title=f"images per class ({stats.layout})", extra=stats_figures(stats))
     if stats.unreadable:
         message(f"[yellow]{stats.unreadable} unreadable files skipped[/], e.g. {stats.unreadable_sample[0]}")
     for name, path in files.items():
@@ -107,30 +98,25 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_split(args: argparse.Namespace) -> int:
-    from trials.data import DataWarning, load_data
+    """Run ``nas data split``: per-class train/val counts on stdout (the loader's report on stderr)."""
+    from nas.reports import split_report
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DataWarning)  # the report below lists skipped files
-        bundle = load_data(args.path, args.resolution, val_ratio=args.val_ratio, long_tail=args.long_tail,
-                           seed=args.seed, max_per_class=args.max_per_class)
-    both = set(bundle.report.classes_in_both)
-    rows = [{"class": i, "name": name, "train": bundle.train_counts[i], "val": bundle.val_counts[i],
-             "in_both": name in both} for i, name in enumerate(bundle.classes)]
+    split = split_report(args.path, args.resolution, val_ratio=args.val_ratio, long_tail=args.long_tail,
+                         seed=args.seed, max_per_class=args.max_per_class)
     if args.format == "table":
-        for line in bundle.report.lines():
+        for line in split.report.lines():
             message(line)
-    emit(rows, args.format, title="images per class and split",
-         extra={"report": bundle.report.to_dict()} if args.format == "json" else None)
+    emit(split.rows, args.format, title="images per class and split",
+         extra={"report": split.report.to_dict()} if args.format == "json" else None)
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from nas.reports import eval_checkpoint
-    from trials.data import DataWarning
+    """Run ``nas eval``: per-class accuracy of a checkpoint per split (the data report on stderr)."""
+    from nas.reports import data_warnings_silenced, eval_checkpoint
 
     splits = ["val", "train"] if args.split == "both" else [args.split]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DataWarning)
+    with data_warnings_silenced():  # the data report below lists skipped files
         run = eval_checkpoint(args.checkpoint, args.data, splits, args.out_dir, val_ratio=args.val_ratio,
                               long_tail=args.long_tail, seed=args.seed, batch_size=args.batch_size)
     if args.format == "json":

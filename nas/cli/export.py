@@ -5,13 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from nas.cli._common import add_format, emit, message
+from nas.cli._common import add_format, add_renamed, emit, message
 from nas.cli.train import add_data_options, add_optimization_options, add_runtime_options, config_overrides
 from nas.objectives import Limits
-from nas.pareto import PICKS
+from nas.pareto import PARETO_PICKS
 from nas.storage import DEFAULT_STORAGE
-
-PARETO_PICKS = (*PICKS, "all")  # = nas.deploy.PARETO_PICKS; nas.deploy imports torch, `nas --help` must not
 
 EPILOG = """examples:
   nas export --arch N1 --resolution 32 --epochs 30 --out export/n1
@@ -47,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--study", help="study name (default: the storage's only study)")
     what.add_argument("--pick", choices=PARETO_PICKS, default="all",
                       help="with --pareto: all front trials (default), the knee, or best-acc-under --under")
-    what.add_argument("--under", action="append", default=[], metavar="DEVICE=MS",
+    what.add_argument("--under", action="append", default=[], metavar="TARGET=MS",
                       help="latency limit for --pick best-acc-under; repeatable")
     what.add_argument("--max-memory", metavar="KIB", help="with --pareto: peak memory limit (filters the front)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (with --pareto: one subfolder per "
@@ -55,27 +53,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_data_options(p.add_argument_group("data (trains, calibrates and checks the model; with --checkpoint the "
                                           "recorded settings are the defaults)"))
     add_optimization_options(p.add_argument_group("training, as in nas train (ignored with --checkpoint)"))
-    r = p.add_argument_group("runtime")
-    add_runtime_options(r)
-    r.add_argument("--torch-threads", type=int, metavar="N",
-                   help="torch CPU threads for training; 1 is often much faster on a busy machine")
+    add_runtime_options(p.add_argument_group("runtime"))
     g = p.add_argument_group("export")
     g.add_argument("--per-channel", action="store_true",
                    help="per-channel int8 weight scales (better accuracy; check your NPU supports them)")
     g.add_argument("--calibration-images", type=int, default=256, metavar="N",
                    help="training images that calibrate int8 activation ranges (default 256)")
-    g.add_argument("--threads", type=int, default=1, help="onnxruntime threads for the host latency (default 1)")
-    g.add_argument("--hardware", action="append", default=[], metavar="CSV",
-                   help="extra hardware tables for the card's predicted latencies (repeatable)")
+    g.add_argument("--ort-threads", type=int, default=1, metavar="N",
+                   help="onnxruntime threads for the host latency (default 1)")
+    add_renamed(g, "--threads", "--ort-threads")
+    g.add_argument("--tables", action="append", default=[], metavar="CSV",
+                   help="extra measured hardware table for the card's predicted latencies; repeatable")
+    add_renamed(g, "--hardware", "--tables")
     add_format(p)
     p.set_defaults(func=cmd_export)
-
-
-def _train_config(args: argparse.Namespace) -> Any:
-    from trials.config import TrainConfig
-
-    given = {k: v for k, v in config_overrides(args).items() if v is not None}
-    return TrainConfig.from_dict({**TrainConfig().to_dict(), **given})
 
 
 def _on_progress(info: dict[str, Any]) -> None:
@@ -93,19 +84,18 @@ def _usage(text: str) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """Run ``nas export``; exit 1 when any export failed (nothing of it is left behind)."""
     from nas.deploy import DataOptions, ExportOptions, export_arch, export_pareto, export_trial
+    from nas.runs import set_torch_threads, train_config
 
     if not (args.arch or args.trial is not None or args.pareto or args.checkpoint):
         return _usage("give --arch, --trial, --pareto or --checkpoint")
     if args.pareto and args.checkpoint:
         return _usage("--checkpoint exports one model; it cannot go with --pareto")
-    if args.torch_threads:
-        import torch
-
-        torch.set_num_threads(args.torch_threads)
+    set_torch_threads(args.torch_threads)
     data = DataOptions(args.data, args.val_ratio, args.long_tail, args.augment, args.seed, args.max_per_class)
-    options = ExportOptions(args.per_channel, args.calibration_images, args.threads, args.hardware)
-    common = {"data": data, "config": _train_config(args), "options": options, "on_progress": _on_progress,
-              "on_step": lambda text: message(f"[dim]{text}[/]")}
+    options = ExportOptions(per_channel=args.per_channel, calibration_images=args.calibration_images,
+                            ort_threads=args.ort_threads, tables=args.tables)
+    common = {"data": data, "config": train_config(config_overrides(args)), "options": options,
+              "on_progress": _on_progress, "on_step": lambda text: message(f"[dim]{text}[/]")}
     if args.pareto:
         limits = Limits.parse(max_memory=args.max_memory) if args.max_memory else None
         under = Limits.parse(args.under, args.max_memory) if args.pick == "best-acc-under" else None

@@ -4,25 +4,62 @@ from __future__ import annotations
 
 import argparse
 
-from nas.cli._common import add_format, emit, message, progress
-from nas.measure import DEFAULT_TABLE, collect_specs, measure_table, parse_precisions
-from search_space import SEED_CLASSES, SEED_RESOLUTION
-from trials.latency import RETRIES, RUNS, SESSIONS, WARMUP, check_writable
+from nas.cli._common import add_format, add_renamed, emit, message, progress
+from nas.measure import (
+    DEFAULT_TABLE,
+    HOST_TARGET,
+    RETRIES,
+    RUNS,
+    SESSIONS,
+    WARMUP,
+    SpecChoice,
+    display_row,
+    parse_resolutions,
+    plan_measurement,
+)
+from nas.space import SearchSpace, space_from_options
+from search_space import SEED_CLASSES
 
 EPILOG = """examples:
   nas hw measure --presets A0,N1 --out host.csv           two presets at 112 px, 89 classes, fp32 and int8
+  nas hw measure --presets N1 --resolution 32,64,112      one preset at three resolutions
   nas hw measure --sample 20 --seed 1 --out host.csv      20 random architectures from the measurement space
+  nas hw measure --suggest 5 --resolution 32,48 --out host.csv
+                                                          the 5 specs of the search space worth measuring next
   nas hw measure --specs archs.txt --precision int8 -f json
-  nas hw fit --table host.csv                             then fit a latency predictor on the table
+  nas hw fit --tables host.csv                            then fit a latency predictor on the table
 
 protocol: each model is timed in --sessions fresh onnxruntime sessions of --runs runs (after --warmup
-untimed runs) on --threads intra-op threads; the label is the fastest session's median, because load from
-other processes only ever adds time. Sessions during which the machine was loaded (descheduled, or more
+untimed runs) on --ort-threads intra-op threads; the label is the fastest session's median, because load
+from other processes only ever adds time. Sessions during which the machine was loaded (descheduled, or more
 runnable tasks than spare cores) are re-done up to --retries times. Rows already in --out for the same
-device, precision and thread count are skipped, so an interrupted run resumes.
+target, precision and architecture are skipped, so an interrupted run resumes.
 """
 
 COLUMNS = ["precision", "latency_ms", "macs", "spread", "loaded", "redone", "arch"]
+
+
+def add_space_args(p: argparse.ArgumentParser, title: str) -> None:
+    """The search-space flags of ``nas search`` (``--space`` FILE, then ``--depths`` … override it)."""
+    g = p.add_argument_group(title)
+    g.add_argument("--space", metavar="FILE", help="space file (see examples/space.toml)")
+    g.add_argument("--depths", help='depth range per stage, e.g. "1-2,1-4,1-8,1"')
+    g.add_argument("--widths", help='width choices per stage, e.g. "0.25/0.5,0.5/1,0.5/1,1/2.5"')
+    g.add_argument("--blocks", help="block types, e.g. repvgg,qarepvgg")
+    g.add_argument("--groups", help="group patterns, e.g. 1,2")
+    g.add_argument("--resolution", help="input resolutions in px, e.g. 32,48")
+
+
+def space_of(args: argparse.Namespace) -> SearchSpace:
+    """The space the flags of :func:`add_space_args` describe (the default search space, overridden)."""
+    return space_from_options(args.space, args.depths, args.widths, args.blocks, args.groups, args.resolution)
+
+
+def _measure_space(args: argparse.Namespace) -> SearchSpace | None:
+    """``nas hw measure``'s space flags without ``--resolution``, or None when none is given."""
+    if not any((args.space, args.depths, args.widths, args.blocks, args.groups)):
+        return None
+    return space_from_options(args.space, args.depths, args.widths, args.blocks, args.groups)
 
 
 def add_measure_parser(hw_subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -35,22 +72,26 @@ def add_measure_parser(hw_subparsers: argparse._SubParsersAction) -> argparse.Ar
     p.add_argument("--presets", metavar="A0,N1", help="comma-separated preset names (default, with no other "
                    "source: the seed's eight rows)")
     p.add_argument("--specs", metavar="FILE", help="a text file with one preset or spec string per line "
-                   "(# comments allowed); spec strings keep their own resolution and classes")
-    p.add_argument("--sample", type=int, metavar="N", help="add N random architectures (depths 1-4/1-6/1-16/1-2, "
-                   "widths from 0.25..2.5) — use to build a table for fitting a predictor")
-    p.add_argument("--seed", type=int, default=0, help="random seed for --sample (default 0)")
-    p.add_argument("--resolution", type=int, default=SEED_RESOLUTION,
-                   help=f"input px for presets and samples (default: the seed's {SEED_RESOLUTION})")
+                   "(# comments allowed); spec strings keep the resolution and classes they state")
+    p.add_argument("--sample", type=int, metavar="N", help="add N random architectures of the measurement space "
+                   "(depths 1-4/1-6/1-16/1-2, widths 0.25..2.5; or the space flags' space) — to build a table "
+                   "for fitting a predictor")
+    p.add_argument("--suggest", type=int, metavar="K", help="add the K specs of the search space (the space "
+                   "flags; default: nas search's) that --target most needs measured (see nas hw suggest)")
+    p.add_argument("--seed", type=int, default=0, help="random seed for --sample and --suggest (default 0)")
+    add_space_args(p, "space of --sample and --suggest (as in nas search); --resolution also sets presets' px")
     p.add_argument("--classes", type=int, default=SEED_CLASSES,
-                   help=f"classes for presets and samples (default: the seed's {SEED_CLASSES})")
+                   help=f"classes of presets, samples and suggestions (default: the seed's {SEED_CLASSES})")
     p.add_argument("--out", default=DEFAULT_TABLE, metavar="TABLE.csv",
                    help=f"hardware CSV to append to (created if missing; default {DEFAULT_TABLE})")
-    p.add_argument("--device", default="host-cpu", help="device name written in the table (default host-cpu); "
-                   "change it when you measure several machines into one table")
+    p.add_argument("--target", default=HOST_TARGET, help=f"device name written in the table (default "
+                   f"{HOST_TARGET}); change it when you measure several machines or settings into one table")
+    add_renamed(p, "--device", "--target")
     p.add_argument("--precision", default="fp32,int8", metavar="fp32,int8",
                    help="precisions to measure: fp32, int8 (static QDQ, calibrated on random images) or both")
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1: repeatable on a shared "
-                   "machine; more threads only when the machine is otherwise idle)")
+    p.add_argument("--ort-threads", type=int, default=1, help="onnxruntime intra-op threads (default 1: "
+                   "repeatable on a shared machine; more only when the machine is otherwise idle)")
+    add_renamed(p, "--threads", "--ort-threads")
     p.add_argument("--sessions", type=int, default=SESSIONS,
                    help=f"fresh sessions per model (default {SESSIONS}); fewer is faster, less robust")
     p.add_argument("--runs", type=int, default=RUNS, help=f"timed runs per session (default {RUNS})")
@@ -58,8 +99,8 @@ def add_measure_parser(hw_subparsers: argparse._SubParsersAction) -> argparse.Ar
     p.add_argument("--retries", type=int, default=RETRIES,
                    help=f"re-do a loaded session at most this often (default {RETRIES}; 0 = never)")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                   help="wall: elapsed time (default). cpu: the measuring thread's CPU time per run (--threads 1 "
-                        "only) — not inflated when the machine is busy; use it when you cannot get a quiet machine")
+                   help="wall: elapsed time (default). cpu: the measuring thread's CPU time per run (--ort-threads "
+                        "1 only) — not inflated when the machine is busy; use it when you cannot get a quiet machine")
     p.add_argument("--remeasure", action="store_true",
                    help="measure again specs already in --out and replace their rows (the default skips them)")
     add_format(p)
@@ -68,25 +109,21 @@ def add_measure_parser(hw_subparsers: argparse._SubParsersAction) -> argparse.Ar
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
-    """Collect specs, check the output, measure with a progress bar, print the new rows."""
-    precisions = parse_precisions(args.precision)
-    specs = collect_specs(args.presets, args.specs, args.sample, args.seed, args.resolution, args.classes)
-    check_writable(args.out)
-    total = len(specs) * len(precisions)
-    with progress("measuring", total) as advance:
-        rows = measure_table(
-            specs, args.out, precisions, device=args.device, threads=args.threads, sessions=args.sessions,
-            runs=args.runs, warmup=args.warmup, retries=args.retries, clock=args.clock,
-            skip_existing=not args.remeasure,
-            on_progress=lambda done, total, label: advance(1, label),
-        )
-    skipped = total - len(rows)
+    """Check everything, measure with a progress bar, print the new rows."""
+    choice = SpecChoice(args.presets, args.specs, args.sample, args.suggest, args.seed,
+                        parse_resolutions(args.resolution), args.classes, _measure_space(args))
+    plan = plan_measurement(choice, args.out, args.precision, target=args.target, threads=args.ort_threads,
+                            warmup=args.warmup, runs=args.runs, sessions=args.sessions, retries=args.retries,
+                            clock=args.clock, skip_existing=not args.remeasure)
+    with progress("measuring", plan.total) as advance:
+        rows = [display_row(r) for r in plan.run(on_progress=lambda done, total, label: advance(1, label))]
+    skipped = plan.total - len(rows)
     if skipped:
-        message(f"{skipped} of {total} measurement(s) already in {args.out}: skipped (--remeasure to redo)")
+        message(f"{skipped} of {plan.total} measurement(s) already in {args.out}: skipped (--remeasure to redo)")
     if rows:
         emit(rows, args.format, columns=COLUMNS + (["device", "threads", "clock"] if args.format != "table" else []),
              title=f"host latency, batch 1 — appended to {args.out}")
-    loaded = sum(int(r["loaded"]) for r in rows)
+    loaded = sum(int(r["loaded"]) for r in rows)  # type: ignore[call-overload]
     if loaded:
         why = ("the cpu clock is not inflated by descheduling, cache sharing may still add a little"
                if args.clock == "cpu" else "those labels may be high: rerun on a quiet machine or use --clock cpu")

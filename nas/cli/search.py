@@ -9,22 +9,23 @@ from typing import Any
 import optuna
 from rich.markup import escape
 
-from nas.cli._common import add_format, emit, message, progress
+from nas.cli._common import add_format, add_renamed, emit, message, progress
 from nas.objectives import Limits, SearchError
 from nas.pareto import PICKS, Front, pareto_front, pick
-from nas.search import DEFAULT_DEVICE, Search, SearchConfig
+from nas.search import DEFAULT_TARGET, Search, SearchConfig
 from nas.space import space_from_options
 from nas.storage import DEFAULT_STORAGE, HEARTBEAT_INTERVAL, MAX_RETRY, load_study, mask_url, open_storage
 from nas.study import SAMPLERS
 
 SEARCH_EPILOG = """examples:
-  nas search --objective acc,latency --device T4 --trials 20      the main job on the embedded digits
+  nas search --objective acc,latency --target T4 --trials 20      the main job on the embedded digits
   nas search -o latency:T4,latency:RV1126,memory --classes 89 --trials 200 --sampler nsga2
   nas search -o acc,latency --max-latency T4=0.6 --max-memory 2048 --enqueue N1,N3
   nas search --space examples/space.toml --storage postgresql://user@db-host:5432/nas --study run1
              (start the same command on several machines: they share the study)
 
---trials N is the total: the same command resumes an interrupted study and stops at N complete trials.
+--trials N counts distinct specs evaluated, in total: the same command resumes an interrupted study and
+stops when N are done (duplicates and failed trials are recorded but not counted; infeasible specs count).
 """
 PARETO_EPILOG = """examples:
   nas pareto                                   the front of the only study in sqlite:///nas.db
@@ -36,8 +37,8 @@ PARETO_EPILOG = """examples:
 
 def _add_limits(p: argparse.ArgumentParser, search: bool) -> None:
     verb = "constraint (trials over it are infeasible, never trained)" if search else "filter the front"
-    p.add_argument("--max-latency", action="append", default=[], metavar="DEVICE=MS",
-                   help=f"predicted latency limit on a device; repeatable; {verb}")
+    p.add_argument("--max-latency", action="append", default=[], metavar="TARGET=MS",
+                   help=f"predicted latency limit on a hardware target; repeatable; {verb}")
     p.add_argument("--max-memory", metavar="KIB", help=f"peak on-chip memory limit in KiB; {verb}")
     p.add_argument("--max-params", metavar="N", help=f"parameter limit (5M = 5e6); {verb}")
     p.add_argument("--max-macs", metavar="N", help=f"MAC limit (300M = 3e8); {verb}")
@@ -56,10 +57,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="multi-objective architecture search (Optuna)", epilog=SEARCH_EPILOG,
                        formatter_class=fmt)
     p.add_argument("-o", "--objective", default="acc,latency",
-                   help="comma-separated: acc, bacc (maximized: the accuracy proxy), latency[:DEVICE], macs, "
+                   help="comma-separated: acc, bacc (maximized: the accuracy proxy), latency[:TARGET], macs, "
                         "params, memory (minimized); default acc,latency")
-    p.add_argument("--device", help=f"device of a bare 'latency' (default {DEFAULT_DEVICE}); when given, "
+    p.add_argument("--target", help=f"hardware target of a bare 'latency' (default {DEFAULT_TARGET}); when given, "
                                     "the model must also fit that chip")
+    add_renamed(p, "--device", "--target")
     _add_limits(p, search=True)
     g = p.add_argument_group("search space (a TOML file, then these flags override it)")
     g.add_argument("--space", metavar="FILE", help="space file (see examples/space.toml)")
@@ -70,12 +72,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--resolution", help="input resolutions in px, e.g. 32,48")
     p.add_argument("--data", help="image folder or dataset for the accuracy proxy (default: embedded digits)")
     p.add_argument("--classes", type=int, help="class count when no data is used (cost-only objectives)")
-    p.add_argument("--hardware", action="append", default=[], metavar="CSV",
+    p.add_argument("--tables", action="append", default=[], metavar="CSV",
                    help="extra measured hardware table for the latency predictors; repeatable")
-    p.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="Optuna sampler (default tpe)")
+    add_renamed(p, "--hardware", "--tables")
+    p.add_argument("--sampler", choices=SAMPLERS, default="tpe",
+                   help="the Optuna sampler that proposes specs (default tpe)")
     p.add_argument("--seed", type=int, help="sampler seed, for a reproducible single-worker run")
     p.add_argument("--enqueue", help="presets to evaluate first as reference points, e.g. A0,N1,N3")
-    p.add_argument("--trials", type=int, default=20, help="complete trials the study should have in total")
+    p.add_argument("--trials", type=int, default=20, metavar="N",
+                   help="distinct specs to evaluate, in total: a resumed study stops when it has N (default 20)")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     _add_storage(p, "study name (default: the objectives, e.g. acc-latency_T4)")
     p.add_argument("--heartbeat", type=int, default=HEARTBEAT_INTERVAL,
@@ -95,7 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", metavar="FILE", help="write the front as FILE.png (matplotlib) or FILE.html (plotly)")
     p.add_argument("--pick", choices=PICKS, help="knee: the balanced point; best-acc-under: best accuracy "
                                                  "within --under/--max-* limits")
-    p.add_argument("--under", action="append", default=[], metavar="DEVICE=MS",
+    p.add_argument("--under", action="append", default=[], metavar="TARGET=MS",
                    help="latency limit for --pick best-acc-under; repeatable")
     add_format(p)
     p.set_defaults(func=cmd_pareto)
@@ -116,15 +121,13 @@ def _limits(args: argparse.Namespace, min_acc: bool = False) -> Limits:
 
 def search_config(args: argparse.Namespace) -> SearchConfig:
     """The :class:`SearchConfig` of parsed ``nas search`` arguments."""
-    if args.trials < 1:
-        raise SearchError(f"--trials must be at least 1, got {args.trials}")
     space = space_from_options(args.space, args.depths, args.widths, args.blocks, args.groups, args.resolution)
     return SearchConfig(
-        objectives=args.objective, device=args.device, limits=_limits(args), space=space,
+        objectives=args.objective, target=args.target, limits=_limits(args), space=space,
         sampler=args.sampler, seed=args.seed, trials=args.trials, timeout=args.timeout,
         storage=args.storage, study=args.study,
         enqueue=[e.strip() for e in (args.enqueue or "").split(",") if e.strip()],
-        data=args.data, num_classes=args.classes, hardware=args.hardware, zero_cost=args.zero_cost,
+        data=args.data, num_classes=args.classes, tables=args.tables, zero_cost=args.zero_cost,
         heartbeat_interval=args.heartbeat, grace_period=args.grace, max_retry=args.max_retry,
     )
 
@@ -133,6 +136,8 @@ def _front_columns(front: Front) -> list[str]:
     cols = ["number", *front.metric_names]
     extra = ("acc", "bacc", "macs", "params", "memory_kib")
     cols += [c for c in extra if c not in cols and any(c in r for r in front.rows)]
+    if any(r.get("extrapolated") for r in front.rows):
+        cols.append("extrapolated")  # targets whose latency is predicted outside their table's measured region
     return [*cols, "preset", "spec"]
 
 
@@ -151,6 +156,9 @@ def _show_front(front: Front, fmt: str, extra: dict[str, Any]) -> None:
              extra={**info, "metric_names": front.metric_names, "directions": front.directions,
                     "bounds": front.bounds})
     else:
+        if any(r.get("extrapolated") for r in front.rows):
+            info["extrapolated"] = ("the latency of these targets is predicted outside the region their table "
+                                    "measured (nas hw suggest proposes specs to measure there)")
         emit(front.rows, fmt, columns=_front_columns(front), title=f"Pareto front of {front.study_name}",
              extra=info if fmt == "table" else None)
 
@@ -174,10 +182,13 @@ def _trial_line(trial: optuna.trial.FrozenTrial, names: list[str], counts: dict[
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    """Run ``nas search``: progress on stderr, the study's Pareto front on stdout."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     search = Search(search_config(args))
     for line in search.skipped:
         message(f"[yellow]{escape(line)}[/]")
+    for line in search.warnings:  # predictions outside a target's measured region: said once, at start
+        message(f"[yellow]warning: {escape(line)} — `nas hw suggest --target T` proposes specs to measure[/]")
     c = search.counts()
     total = search.config.trials
     message(escape(f"study {search.study_name!r} in {mask_url(args.storage)}: {c['evaluated']}/{total} specs "
@@ -211,6 +222,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_pareto(args: argparse.Namespace) -> int:
+    """Run ``nas pareto``: the (filtered) front of a study, optionally one picked trial and a plot."""
     study = load_study(args.storage, args.study)
     front = pareto_front(study, _limits(args, min_acc=True))
     extra: dict[str, Any] = {"study": study.study_name}
@@ -229,6 +241,7 @@ def cmd_pareto(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Run ``nas dashboard``: serve optuna-dashboard on a study storage until Ctrl-C."""
     try:
         from optuna_dashboard import run_server
     except ImportError:

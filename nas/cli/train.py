@@ -7,15 +7,14 @@ import contextlib
 import os
 from typing import Any
 
-from nas.cli._common import add_format, emit, message, progress
-
-LOSSES = ("ce", "eqlv2", "balanced_softmax", "logit_adjust")  # = trials.losses.LOSSES; `nas --help` stays torch-free
+from nas.cli._common import add_format, add_renamed, emit, message, progress
+from nas.runs import DATA_SAMPLERS, LOSSES  # torch-free: `nas --help` stays fast
 
 EPILOG = """examples:
   nas train --arch repvgg_d1-1-1-1_w0.25-0.25-0.25-0.25_r32 --out runs/digits --epochs 10
                                           the embedded long-tailed digits, a tiny spec, ~10 s on a CPU
   nas train --arch A0 --resolution 112 --data ~/data/caltech101 --out runs/a0 --loss balanced_softmax \\
-            --sampler none --augment --epochs 120 --lr 0.1 --batch-size 64
+            --data-sampler none --augment --epochs 120 --lr 0.1 --batch-size 64
   nas train --out runs/a0 --resume --epochs 240       continue (and extend) an interrupted run
   torchrun --nproc_per_node 4 -m nas train --arch A0 --resolution 112 --data DIR --out runs/a0-ddp
                                           data-parallel on 4 GPUs (gloo on CPU); --batch-size is per process
@@ -41,10 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--classes-from-data", action="store_true",
                    help="let a spec string with its own class count (_cN) take the data's count instead")
     add_data_options(g)
-    add_optimization_options(p.add_argument_group("optimization (defaults: trials.train.TrainConfig)"))
+    add_optimization_options(p.add_argument_group("optimization (defaults: trials.config.TrainConfig)"))
     r = p.add_argument_group("runtime")
     add_runtime_options(r)
-    r.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    add_renamed(r, "--threads", "--torch-threads")
     add_format(p)
     p.set_defaults(func=cmd_train)
 
@@ -74,18 +73,23 @@ def add_optimization_options(g: argparse._ActionsContainer) -> None:
     g.add_argument("--loss", metavar="{" + ",".join(LOSSES) + "}",  # checked by trials (one-line error)
                    help="ce; eqlv2, balanced_softmax or logit_adjust for long-tailed data (default ce)")
     g.add_argument("--label-smoothing", type=float, help="for the softmax losses (default 0.1)")
-    g.add_argument("--sampler", choices=["none", "class_balanced"],
-                   help="class_balanced: every class equally often (with replacement) (default none)")
+    g.add_argument("--data-sampler", choices=DATA_SAMPLERS,
+                   help="how batches draw training images: none (shuffle) or class_balanced (every class equally "
+                        "often, with replacement) for long-tailed data (default none)")
+    add_renamed(g, "--sampler", "--data-sampler")
     g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (quick checks)")
     g.add_argument("--seed", type=int, help="seeds the split, initialization, batch order and augmentation (0)")
 
 
 def add_runtime_options(g: argparse._ActionsContainer) -> None:
-    """Device, precision and loader flags shared by ``nas train`` and ``nas export``."""
-    g.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    """Torch device, precision, loader and thread flags shared by ``nas train`` and ``nas export``."""
+    g.add_argument("--device", help="torch device: auto (default), cpu, cuda or cuda:N")
     g.add_argument("--amp", action="store_true", default=None, help="float16 mixed precision (CUDA only)")
     g.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory format (often faster)")
     g.add_argument("--workers", type=int, help="data-loader processes (default 0: load in the training process)")
+    g.add_argument("--torch-threads", type=int, metavar="N",
+                   help="torch CPU threads for training (default: torch's choice); 1 is often much faster on a "
+                        "busy machine")
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -93,20 +97,18 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "lr_scaling": args.lr_scaling,
         "warmup_epochs": args.warmup_epochs, "weight_decay": args.weight_decay, "nesterov": args.nesterov,
-        "loss": args.loss, "label_smoothing": args.label_smoothing, "data_sampler": args.sampler,
+        "loss": args.loss, "label_smoothing": args.label_smoothing, "data_sampler": args.data_sampler,
         "max_steps": args.max_steps, "seed": args.seed, "device": args.device, "amp": args.amp,
         "channels_last": args.channels_last, "num_workers": args.workers,
     }
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import torch
-
-    from nas.runs import HISTORY_COLUMNS, run_training
+    """Run ``nas train``: train into ``--out``, report progress on stderr and the history on stdout."""
+    from nas.runs import HISTORY_COLUMNS, run_training, set_torch_threads
 
     main = int(os.environ.get("RANK", "0")) == 0
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_torch_threads(args.torch_threads)
     say = message if main else (lambda _text: None)
     with contextlib.ExitStack() as stack:
         bar: dict[str, Any] = {}
