@@ -1,101 +1,175 @@
-"""How well does a latency predictor fitted on 10 measured architectures rank and predict the rest, on this host?
+"""How well does a latency predictor fitted on 10 measured architectures predict the rest, on this host?
 
-    .venv/bin/python bench/latency_predictor.py                  # reuse bench/results/host_latency.csv
-    .venv/bin/python bench/latency_predictor.py --remeasure      # measure all specs again (quiet machine!)
-    .venv/bin/python bench/latency_predictor.py --n 12 --sessions 3 --train 6 \\
-        --table /tmp/scratch.csv --out /tmp/scratch.json         # a small check of the pipeline
+    .venv/bin/python bench/latency_predictor.py                # figures from the committed tables (~30 s)
+    .venv/bin/python bench/latency_predictor.py --remeasure    # measure every spec again (~45 min on 2 busy cores)
+    .venv/bin/python bench/latency_predictor.py --draws 20 --boot 200 --out /tmp/scratch.json   # a quick look
 
-1. ``--n`` random architectures from ``nas.measure.MEASURE_SPACE`` (seeded) at ``--resolution`` px are measured
-   on this CPU, fp32 and int8, by the protocol of :mod:`trials.latency` into ``--table`` (specs already in the
-   table are reused, so the figures can be recomputed without measuring; ``--remeasure`` measures again).
-2. For each precision, ``--draws`` random draws of ``--train`` specs: fit, then predict the held-out rest.
-   * predictor: ``predictors.fit_predictors`` (its default family) on the seed table + the training rows,
-     exactly what ``nas hw fit --table`` does;
-   * baseline ``macs``: latency = k·MACs, k by least relative squared error on the training rows;
-   * baseline ``nnls5``: non-negative least squares (relative error) on five totals: MACs, weight bytes,
-     activation elements, conv count, constant (``scipy.optimize.nnls``).
-   Per draw: MAPE, share of held-out specs within ±10 %, Kendall τ; reported as the median over draws and the
-   worst decile (10th percentile of share and τ, 90th of MAPE).
-3. Repeatability floor: ``--repeat`` specs are measured a second time (new export, new sessions); the
-   distribution of |Δ|/label is the error no predictor can beat on this machine. Stored in the JSON and
-   reused with the table unless ``--remeasure`` or ``--repeat-again``.
+Measuring is ``nas hw measure`` in a subprocess (1 onnxruntime thread, CPU clock, :data:`PROTOCOL`), only for
+specs missing from a table; tables are read back through ``predictors.load_table``. fp32 and int8 throughout.
 
-Figures are printed last; everything goes to ``--out`` (JSON, written atomically).
+**Resolutions** (what searches use). ``results/host_latency_res_specs.txt`` holds, seeded, 100 TEST specs drawn
+uniformly from the default search space (``nas.space.SearchSpace()``) at 32/48/64/80/96/112 px and a disjoint
+pool of 80 CANDIDATES (the smallest and largest MACs at 32 and at 112 px, then random), measured into
+``results/host_latency_res.csv``. Training sets of 10 come from the candidates only:
+
+* ``random`` — ``--draws`` random draws of 10 candidates;
+* ``suggested`` — the 10 that ``predictors.suggest_specs(candidates, 10)`` chooses (nothing measured yet).
+
+Each is fitted three ways — ``predictor``: ``predictors.fit_predictors`` (default family) on the seed table
+plus the training rows, as ``nas hw fit --table`` does; ``macs``: latency = k·MACs; ``nnls5``: non-negative
+least squares on MACs, weight bytes, activation elements, conv count and a constant — and tested on the 100
+test specs and, reported separately, on the 112-px set (bigger models: extrapolation). Scores: share within
+±10 %, MAPE, Kendall τ-b; for the predictor also the share of labels inside its interval (nominal level
+``predictors.COVERAGE``) and the share it marks extrapolated. Random draws: median over draws and worst decile
+(10th percentile of shares and τ, 90th of MAPE and of the extrapolated share); every figure has a bootstrap
+90 % interval over test specs (the median over draws recomputed per resample), ``suggested − random`` a paired
+one (same resamples), and the share of random draws the suggested set does at least as well as.
+
+**112 px** (the earlier bench, kept): 100 random specs of ``nas.measure.MEASURE_SPACE`` at 112 px, measured
+into ``results/host_latency_res_112px.csv`` under the same protocol and machine state as the resolution table;
+``--draws-112`` random splits of 10 train / 90 test. ``--old-112`` (the earlier ``results/host_latency.csv``,
+measured on another day) is only compared with it: today's / old latency per spec.
+
+Repeatability floor: the first 10 specs of each part measured again (new export, new sessions) into
+``results/host_latency_res_repeat.csv``: |Δ|/label is the error no predictor can beat here. The issue's goals
+are judged on the resolution test set. Figures are printed last; all goes to ``--out`` (JSON, atomic write).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
+import random
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 from scipy.optimize import nnls
-from scipy.stats import kendalltau
 
-from nas.measure import sample_specs
-from search_space import ArchSpec, analyze
+import predictors
+from nas.space import SearchSpace
+from predictors import HardwareTable, TableRow, fit_predictors, load_table
+from search_space import SEED_CLASSES, ArchSpec, analyze
 from search_space.io import atomic_write
-from trials.latency import PRECISIONS, TABLE_COLUMNS, cpu_model, measure_onnx, measure_specs, parse_notes, read_table
-from trials.onnx_export import export_for_timing
 
-RESULTS = Path(__file__).resolve().parent / "results"
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))  # latency_analysis beside this file, also when a test loads it by path
+from latency_analysis import (  # noqa: E402
+    PRECISIONS,
+    WORST_PERCENTILE,
+    Predicted,
+    bootstrap_weights,
+    floor_summary,
+    paired_difference,
+    print_report,
+    repeat_pairs,
+    summarize,
+    table_meta,
+    weighted_scores,
+)
+
+RESULTS = BENCH / "results"
 DEVICE = "host-cpu"
-GOAL_WITHIN10, GOAL_TAU = 0.95, 0.95
+RESOLUTIONS = (32, 48, 64, 80, 96, 112)
+N_TEST, N_CANDIDATES, N_TRAIN, SPEC_SEED = 100, 80, 10, 12
+#: The measuring protocol (``nas hw measure``'s defaults at the time), explicit so a re-measurement matches.
+PROTOCOL = ("--sessions", "5", "--runs", "30", "--warmup", "10")
+GOAL_RANDOM_WITHIN10, GOAL_TAU, GOAL_SUGGESTED_WITHIN10 = 0.95, 0.95, 0.97
+METHODS = ("predictor", "macs", "nnls5")
 
 
-# -- measurement -------------------------------------------------------------------------------------------
+# -- specs ---------------------------------------------------------------------------------------------------
 
-def measure(args, specs) -> float:
-    """Measure the specs missing from the table (all of them with --remeasure); returns seconds spent."""
+def draw_specs(seed: int = SPEC_SEED) -> tuple[list[ArchSpec], list[ArchSpec]]:
+    """(test, candidates): uniform random specs of the default space at :data:`RESOLUTIONS`, disjoint; the
+    candidates start with the smallest and largest MACs at the lowest and highest resolution."""
+    every = list(SearchSpace(resolutions=RESOLUTIONS).iter_specs(SEED_CLASSES))
+    macs = {s: analyze(s).macs for s in every}
+    extremes = []
+    for r in (RESOLUTIONS[0], RESOLUTIONS[-1]):
+        at = sorted((s for s in every if s.resolution == r), key=lambda s: (macs[s], s.to_string()))
+        extremes += [at[0], at[-1]]
+    rest = [s for s in every if s not in extremes]
+    drawn = random.Random(seed).sample(rest, N_TEST + N_CANDIDATES - len(extremes))
+    return drawn[:N_TEST], extremes + drawn[N_TEST:]
+
+
+def write_spec_file(path: Path, test: Sequence[ArchSpec], candidates: Sequence[ArchSpec], seed: int) -> None:
+    """One spec a line tagged ``# test`` or ``# candidate`` (``nas hw measure --specs`` reads it as is)."""
+    lines = [f"# latency-predictor bench (bench/latency_predictor.py): the default search space at "
+             f"{'/'.join(map(str, RESOLUTIONS))} px, {SEED_CLASSES} classes, seed {seed}",
+             f"# test: {len(test)} uniform random specs; candidate: {len(candidates)} disjoint specs (smallest and "
+             f"largest MACs at {RESOLUTIONS[0]} and {RESOLUTIONS[-1]} px, then random) that training sets come from",
+             "# each line: spec  # test|candidate"]
+    lines += [f"{s.to_string()}  # test" for s in test] + [f"{s.to_string()}  # candidate" for s in candidates]
+    with atomic_write(path) as handle:
+        handle.write("\n".join(lines) + "\n")
+
+
+def read_spec_file(path: Path) -> tuple[list[ArchSpec], list[ArchSpec]]:
+    """(test, candidates) from a file written by :func:`write_spec_file`."""
+    groups: dict[str, list[ArchSpec]] = {"test": [], "candidate": []}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        spec, _, tag = line.partition("#")
+        if spec.strip():
+            if tag.strip() not in groups:
+                raise SystemExit(f"{path}:{number}: a spec needs the tag '# test' or '# candidate'")
+            groups[tag.strip()].append(ArchSpec.parse(spec.strip()))
+    return groups["test"], groups["candidate"]
+
+
+# -- measuring (through the CLI) and reading back ------------------------------------------------------------
+
+def nas_measure(specs: Sequence[ArchSpec], table: Path, remeasure: bool) -> float:
+    """``nas hw measure`` the specs into ``table`` (1 thread, CPU clock) in a subprocess; returns seconds."""
     start = time.perf_counter()
-
-    def report(done, total, label):
-        print(f"[{time.perf_counter() - start:7.1f} s] {done}/{total} {label}", file=sys.stderr, flush=True)
-
-    measure_specs(specs, args.table, PRECISIONS, device=DEVICE, threads=args.threads, warmup=args.warmup,
-                  runs=args.runs, sessions=args.sessions, clock=args.clock, on_progress=report,
-                  skip_existing=not args.remeasure)
+    with tempfile.TemporaryDirectory(prefix="bench-latency-") as scratch:
+        spec_file = Path(scratch) / "specs.txt"
+        spec_file.write_text("\n".join(s.to_string() for s in specs) + "\n", encoding="utf-8")
+        command = [sys.executable, "-m", "nas", "hw", "measure", "--specs", str(spec_file), "--out", str(table),
+                   "--target", DEVICE, "--ort-threads", "1", "--clock", "cpu", *PROTOCOL, "-f", "json"]
+        subprocess.run(command + (["--remeasure"] if remeasure else []), check=True, cwd=BENCH.parent,
+                       stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
-def labels(args, specs) -> dict[str, dict[ArchSpec, float]]:
-    """{precision: {spec: latency_ms}} for the bench's specs, from the table."""
-    _, rows = read_table(args.table)
-    wanted = {s.to_string(): s for s in specs}
-    out: dict[str, dict[ArchSpec, float]] = {p: {} for p in PRECISIONS}
-    for r in rows:
-        if r["device"] == DEVICE and r["arch"] in wanted and r["status"] == "ok" and r["precision"] in out:
-            out[r["precision"]][wanted[r["arch"]]] = float(r["latency_ms"])
+def host_rows(table: Path) -> dict[str, dict[ArchSpec, TableRow]]:
+    """{precision: {spec: row}} of the host's measured rows (read by ``predictors.load_table``)."""
+    out: dict[str, dict[ArchSpec, TableRow]] = {p: {} for p in PRECISIONS}
+    if table.is_file():
+        for r in load_table([table], include_seed=False).rows:
+            if r.device == DEVICE and r.ok and r.batch == 1 and r.precision in out:
+                out[r.precision][r.spec] = r
     return out
 
 
-def repeat_floor(args, specs, table: dict[str, dict[ArchSpec, float]], previous: dict | None) -> list[dict]:
-    """Second measurements of the first ``--repeat`` specs (reused from the last JSON when they still match)."""
-    chosen = [s for s in specs[: args.repeat] if all(s in table[p] for p in PRECISIONS)]
-    if previous and not (args.remeasure or args.repeat_again):
-        old = previous.get("repeat", [])
-        if {(r["arch"], r["precision"], r["first_ms"]) for r in old} == {
-                (s.to_string(), p, table[p][s]) for s in chosen for p in PRECISIONS}:
-            return old
-    out = []
-    with tempfile.TemporaryDirectory(prefix="bench-repeat-") as scratch:
-        for i, spec in enumerate(chosen, 1):
-            paths = export_for_timing(spec, scratch, PRECISIONS)
-            for p in PRECISIONS:
-                m = measure_onnx(paths[p], args.threads, args.warmup, args.runs, args.sessions, clock=args.clock)
-                first = table[p][spec]
-                out.append({"arch": spec.to_string(), "precision": p, "first_ms": first, "second_ms": m.label_ms,
-                            "rel_diff": abs(m.label_ms - first) / first})
-            print(f"repeat {i}/{len(chosen)} {spec.to_string()}", file=sys.stderr, flush=True)
+def ensure_measured(specs: Sequence[ArchSpec], table: Path, again: bool) -> float:
+    """Measure the specs missing from ``table`` (all of them with ``again``); returns seconds spent."""
+    have = host_rows(table)
+    if again or any(s not in have[p] for s in specs for p in PRECISIONS):
+        return nas_measure(specs, table, remeasure=again)
+    return 0.0
+
+
+def drift(old: dict[str, dict[ArchSpec, TableRow]], new: dict[str, dict[ArchSpec, TableRow]]) -> dict:
+    """new/old latency of the specs both tables hold, per precision: median and range (an older table of the
+    same specs measured on another day, machine or code: how far its labels are from today's)."""
+    out = {}
+    for p in PRECISIONS:
+        r = np.array([new[p][s].latency_ms / old[p][s].latency_ms for s in new[p] if s in old[p]])
+        if len(r):
+            out[p] = {"n": len(r), "median": float(np.median(r)), "min": float(r.min()), "max": float(r.max())}
     return out
 
 
-# -- predictors --------------------------------------------------------------------------------------------
+# -- fitting -------------------------------------------------------------------------------------------------
+
+Fitted = Callable[[Sequence[ArchSpec]], Predicted]
+
 
 def totals(spec: ArchSpec) -> np.ndarray:
     """MACs, weight bytes, activation elements, conv count, constant (the NNLS baseline's features)."""
@@ -103,171 +177,186 @@ def totals(spec: ArchSpec) -> np.ndarray:
     return np.array([r.macs, r.weight_bytes, r.activation_elements, r.conv_count, 1.0], dtype=float)
 
 
-def fit_macs(train: list[ArchSpec], y: np.ndarray):
+def fit_macs(train: Sequence[ArchSpec], y: np.ndarray) -> Fitted:
     """latency = k·MACs with k minimizing Σ(k·x/y − 1)²."""
     x = np.array([analyze(s).macs for s in train], dtype=float) / y
     k = x.sum() / (x**2).sum()
-    return lambda specs: k * np.array([analyze(s).macs for s in specs], dtype=float)
+    return lambda specs: Predicted(k * np.array([analyze(s).macs for s in specs], dtype=float))
 
 
-def fit_nnls5(train: list[ArchSpec], y: np.ndarray):
+def fit_nnls5(train: Sequence[ArchSpec], y: np.ndarray) -> Fitted:
     """Non-negative coefficients on :func:`totals`, minimizing the relative squared error."""
     x = np.array([totals(s) for s in train])
     scale = x.mean(axis=0)
     beta, _ = nnls(x / scale / y[:, None], np.ones(len(y)))
-    return lambda specs: np.array([totals(s) for s in specs]) / scale @ beta
+    return lambda specs: Predicted(np.array([totals(s) for s in specs]) / scale @ beta)
 
 
-def fit_main(train: list[ArchSpec], y: np.ndarray, precision: str):
+def fit_predictor(seed_table: HardwareTable, rows: Sequence[TableRow]) -> Fitted:
     """``predictors.fit_predictors`` on the seed table plus the training rows (as ``nas hw fit --table``)."""
-    from predictors import fit_predictors, load_table
+    (model,) = fit_predictors(seed_table.with_rows(seed_table.rows + tuple(rows)), devices=[DEVICE]).values()
 
-    with tempfile.TemporaryDirectory(prefix="bench-fit-") as scratch:
-        path = Path(scratch) / "train.csv"
-        with path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(TABLE_COLUMNS), extrasaction="ignore")
-            writer.writeheader()
-            for spec, ms in zip(train, y):
-                writer.writerow({"device": DEVICE, "precision": precision, "arch": spec.to_string(),
-                                 "latency_ms": ms, "status": "ok", "batch": 1, "resolution": spec.resolution})
-        table = load_table([path], include_seed=True)
-    (predictor,) = fit_predictors(table, devices=[f"{DEVICE}:{precision}"]).values()
-    return lambda specs: np.array([predictor.predict(s).ms for s in specs])
+    def predict(specs: Sequence[ArchSpec]) -> Predicted:
+        ps = [model.predict(s) for s in specs]
+        return Predicted(*(np.array([getattr(p, f) for p in ps]) for f in ("ms", "low", "high", "extrapolated")))
+
+    return predict
 
 
-FITTERS = {"predictor": fit_main, "macs": lambda t, y, p: fit_macs(t, y), "nnls5": lambda t, y, p: fit_nnls5(t, y)}
+def fit_all(seed_table: HardwareTable, rows: Sequence[TableRow]) -> dict[str, Fitted]:
+    """The three methods fitted on one training set (rows of one precision)."""
+    specs, y = [r.spec for r in rows], np.array([r.latency_ms for r in rows], dtype=float)
+    return {"predictor": fit_predictor(seed_table, rows), "macs": fit_macs(specs, y), "nnls5": fit_nnls5(specs, y)}
 
 
-def scores(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """MAPE (%), share within ±10 %, Kendall τ of one held-out set."""
-    rel = np.abs(pred / y - 1)
-    return {"mape_pct": 100 * float(rel.mean()), "within10": float(np.mean(rel <= 0.10)),
-            "tau": float(kendalltau(pred, y).statistic)}
+# -- evaluation ----------------------------------------------------------------------------------------------
+
+def predict_many(seed_table: HardwareTable, train_sets: Sequence[Sequence[TableRow]],
+                 tests: dict[str, list[ArchSpec]]) -> dict[str, dict[str, Predicted]]:
+    """{method: {test set: predictions stacked over the training sets, (D, n)}}."""
+    stacks: dict[str, dict[str, list[Predicted]]] = {m: {t: [] for t in tests} for m in METHODS}
+    for rows in train_sets:
+        for method, fitted in fit_all(seed_table, rows).items():
+            for name, specs in tests.items():
+                stacks[method][name].append(fitted(specs))
+
+    def stack(ps: list[Predicted]) -> Predicted:
+        if ps[0].low is None:
+            return Predicted(np.array([p.ms for p in ps]))
+        return Predicted(*(np.array([getattr(p, f) for p in ps]) for f in ("ms", "low", "high", "extrapolated")))
+
+    return {m: {t: stack(ps) for t, ps in per.items()} for m, per in stacks.items()}
 
 
-def evaluate(data: dict[ArchSpec, float], precision: str, n_train: int, draws: int, seed: int) -> dict:
-    """Repeated random splits; per method the per-draw scores and their median / worst decile."""
-    specs = list(data)
-    y_all = np.array([data[s] for s in specs])
-    if len(specs) < n_train + 3:
-        raise SystemExit(f"{precision}: {len(specs)} measured specs, need at least --train + 3 = {n_train + 3}")
-    rng = np.random.default_rng(seed)
-    per_draw: dict[str, list[dict[str, float]]] = {m: [] for m in FITTERS}
-    for _ in range(draws):
-        idx = rng.permutation(len(specs))
-        tr, te = idx[:n_train], idx[n_train:]
-        train, test = [specs[i] for i in tr], [specs[i] for i in te]
-        for name, fit in FITTERS.items():
-            per_draw[name].append(scores(fit(train, y_all[tr], precision)(test), y_all[te]))
-    summary = {}
-    for name, rows in per_draw.items():
-        col = {k: np.array([r[k] for r in rows]) for k in rows[0]}
-        worst = {"within10": 10, "mape_pct": 90, "tau": 10}  # percentile of the worst decile per score
-        summary[name] = {f"{k}_median": float(np.median(v)) for k, v in col.items()}
-        summary[name] |= {f"{k}_worst_decile": float(np.percentile(v, worst[k])) for k, v in col.items()}
-        summary[name]["draws"] = rows
-    main = summary["predictor"]
-    summary["goal_met"] = bool(main["within10_median"] >= GOAL_WITHIN10 and main["tau_median"] >= GOAL_TAU)
-    summary["n_specs"], summary["n_test"] = len(specs), len(specs) - n_train
-    return summary
-
-
-# -- report ------------------------------------------------------------------------------------------------
-
-def table_meta(args, specs) -> dict:
-    """Protocol and quality of the table's rows for these specs: settings, spread and load from ``notes``."""
-    _, rows = read_table(args.table)
-    wanted = {s.to_string() for s in specs}
-    notes = [parse_notes(r["notes"]) for r in rows if r["device"] == DEVICE and r["arch"] in wanted]
-    spreads = np.array([float(n["spread"]) for n in notes if "spread" in n] or [np.nan])
-    first = notes[0] if notes else {}
-    return {
-        "rows": len(notes), "cpu": first.get("cpu", cpu_model()), "ort": first.get("ort"),
-        "protocol": {k: first.get(k) for k in ("threads", "sessions", "runs", "warmup", "clock")},
-        "spread_median": float(np.median(spreads)), "spread_p90": float(np.percentile(spreads, 90)),
-        "spread_max": float(np.max(spreads)),
-        "rows_with_loaded_sessions": sum(int(n.get("loaded", 0)) > 0 for n in notes),
-    }
-
-
-def floor_summary(repeat: list[dict]) -> dict:
-    """Distribution of |Δ|/label over the repeated measurements, per precision."""
-    out = {}
-    for p in PRECISIONS:
-        d = np.array([r["rel_diff"] for r in repeat if r["precision"] == p])
-        if len(d):
-            out[p] = {"n": len(d), "median_pct": 100 * float(np.median(d)),
-                      "p90_pct": 100 * float(np.percentile(d, 90)), "max_pct": 100 * float(d.max()),
-                      "within10": float(np.mean(d <= 0.10))}
+def evaluate_training(seed_table: HardwareTable, candidates: dict[ArchSpec, TableRow], suggested: Sequence[ArchSpec],
+                      tests: dict[str, dict[ArchSpec, TableRow]], draws: int, boot: int, seed: int) -> dict:
+    """Random vs suggested training sets of one precision, on each test set: summaries and differences."""
+    rng, pool = random.Random(seed), list(candidates)
+    random_sets = [[candidates[s] for s in rng.sample(pool, N_TRAIN)] for _ in range(draws)]
+    test_specs = {name: list(rows) for name, rows in tests.items()}
+    preds = {"random": predict_many(seed_table, random_sets, test_specs),
+             "suggested": predict_many(seed_table, [[candidates[s] for s in suggested]], test_specs)}
+    out: dict[str, dict] = {}
+    for name, specs in test_specs.items():
+        y = np.array([tests[name][s].latency_ms for s in specs])
+        weights = bootstrap_weights(len(y), boot, np.random.default_rng(seed))
+        out[name] = {"n_test": len(y)}
+        for method in METHODS:
+            r, boot_r = summarize(preds["random"][method][name], y, weights)
+            s, boot_s = summarize(preds["suggested"][method][name], y, weights)
+            out[name][method] = {"random": r, "suggested": s, "difference": paired_difference(s, r, boot_s, boot_r)}
     return out
 
 
-def print_report(result: dict) -> None:
-    """The figures, last on stdout."""
-    meta = result["table"]
-    print(f"\nhost latency predictor — {meta['cpu']}, ort {meta['ort']}, protocol {meta['protocol']}")
-    print(f"table {result['table_path']}: {meta['rows']} rows, session spread median {meta['spread_median']:.3f} "
-          f"p90 {meta['spread_p90']:.3f} max {meta['spread_max']:.3f}, rows with loaded sessions "
-          f"{meta['rows_with_loaded_sessions']}")
+def evaluate_splits(seed_table: HardwareTable, rows: dict[ArchSpec, TableRow], draws: int, seed: int) -> dict:
+    """Random splits of one table: ``N_TRAIN`` to fit, the rest to test; per method median and worst decile."""
+    rng, specs = random.Random(seed), list(rows)
+    if len(specs) < N_TRAIN + 3:
+        raise SystemExit(f"{len(specs)} measured specs, need at least {N_TRAIN + 3}")
+    per: dict[str, dict[str, list[float]]] = {m: {} for m in METHODS}
+    for _ in range(draws):
+        train = set(rng.sample(specs, N_TRAIN))
+        test = [s for s in specs if s not in train]
+        y = np.array([rows[s].latency_ms for s in test])
+        for method, fitted in fit_all(seed_table, [rows[s] for s in train]).items():
+            for m, v in weighted_scores(fitted(test), y, np.ones((1, len(y)))).items():
+                per[method].setdefault(m, []).append(float(v[0, 0]))
+    return {method: {m: {"median": float(np.median(v)), "worst_decile": float(np.percentile(v, WORST_PERCENTILE[m]))}
+                     for m, v in scores.items()} for method, scores in per.items()}
+
+
+def goals(results: dict) -> list[dict]:
+    """The issue's host goals on the resolution test set, each with its figure and whether it is met."""
+    out = []
     for p in PRECISIONS:
-        ev = result["evaluation"][p]
-        print(f"\n{p}: {ev['n_specs']} specs, fit on {result['train']} × {result['draws']} draws, "
-              f"tested on {ev['n_test']}      median (worst decile)")
-        print(f"  {'method':10} {'within ±10%':>18} {'MAPE %':>16} {'Kendall τ':>16}")
-        for name in FITTERS:
-            s = ev[name]
-            print(f"  {name:10} {s['within10_median']:>9.1%} ({s['within10_worst_decile']:5.1%})"
-                  f" {s['mape_pct_median']:>8.2f} ({s['mape_pct_worst_decile']:5.2f})"
-                  f" {s['tau_median']:>8.3f} ({s['tau_worst_decile']:5.3f})")
-    print("\nrepeatability floor (|Δ|/label of a second measurement):")
-    for p, f in result["floor"].items():
-        print(f"  {p}: n={f['n']} median {f['median_pct']:.2f} %, p90 {f['p90_pct']:.2f} %, max {f['max_pct']:.2f} %, "
-              f"within ±10 %: {f['within10']:.0%}")
-    verdict = ", ".join(f"{p} {'met' if result['evaluation'][p]['goal_met'] else 'NOT met'}" for p in PRECISIONS)
-    print(f"goal (median ≥ {GOAL_WITHIN10:.0%} within ±10 % and τ ≥ {GOAL_TAU}): {verdict}")
-    if result.get("measure_s") is not None:
-        print(f"measured in this run: {result['measure_s']:.0f} s")
+        ev = results[p]["test"]["predictor"]
+        rnd, sug, diff = ev["random"], ev["suggested"], ev["difference"]["within10"]
+        out += [
+            {"goal": f"{p}: 10 random, within ±10 % ≥ {GOAL_RANDOM_WITHIN10:.0%} (median over draws)",
+             "value": rnd["within10"]["median"], "met": rnd["within10"]["median"] >= GOAL_RANDOM_WITHIN10},
+            {"goal": f"{p}: 10 random, Kendall τ ≥ {GOAL_TAU} (median over draws)",
+             "value": rnd["tau"]["median"], "met": rnd["tau"]["median"] >= GOAL_TAU},
+            {"goal": f"{p}: 10 suggested, within ±10 % ≥ {GOAL_SUGGESTED_WITHIN10:.0%}",
+             "value": sug["within10"]["median"], "met": sug["within10"]["median"] >= GOAL_SUGGESTED_WITHIN10},
+            {"goal": f"{p}: suggested − random (share within ±10 %), 90 % CI excluding 0",
+             "value": diff["diff"], "ci90": diff["ci90"], "met": diff["ci90"][0] > 0},
+        ]
+    return out
+
+
+# -- main ----------------------------------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--specs", default=str(RESULTS / "host_latency_res_specs.txt"),
+                    help="test/candidate spec list (written, seeded by --spec-seed, when missing)")
+    ap.add_argument("--spec-seed", type=int, default=SPEC_SEED, help="seed of a new spec list")
+    ap.add_argument("--table", default=str(RESULTS / "host_latency_res.csv"), help="resolution part's table")
+    ap.add_argument("--table-112", default=str(RESULTS / "host_latency_res_112px.csv"), help="112-px part's table")
+    ap.add_argument("--repeat-table", default=str(RESULTS / "host_latency_res_repeat.csv"),
+                    help="second measurements of the first --repeat specs of each part")
+    ap.add_argument("--old-112", default=str(RESULTS / "host_latency.csv"),
+                    help="an earlier table of the 112-px specs, compared with today's (drift); read only")
+    ap.add_argument("--out", default=str(RESULTS / "latency_predictor.json"), help="JSON results")
+    ap.add_argument("--draws", type=int, default=200, help="random training sets (default 200)")
+    ap.add_argument("--draws-112", type=int, default=200, help="random splits of the 112-px table (default 200)")
+    ap.add_argument("--boot", type=int, default=1000, help="bootstrap resamples of the test specs (default 1000)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the draws and resamples")
+    ap.add_argument("--repeat", type=int, default=10, help="specs measured twice for the repeatability floor")
+    ap.add_argument("--remeasure", action="store_true", help="measure every spec again (and the repeats)")
+    ap.add_argument("--repeat-again", action="store_true", help="re-measure only the repeatability floor")
+    return ap.parse_args(argv)
+
+
+def shown(path: str | Path) -> str:
+    """A path as the JSON records it: relative to the repository when inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(BENCH.parent)) if path.is_relative_to(BENCH.parent) else str(path)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Measure (or reuse), evaluate, write the JSON, print the figures."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--table", default=str(RESULTS / "host_latency.csv"), help="measured table (reused)")
-    ap.add_argument("--out", default=str(RESULTS / "latency_predictor.json"), help="JSON results")
-    ap.add_argument("--n", type=int, default=100, help="random specs (default 100)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the specs and of the draws")
-    ap.add_argument("--resolution", type=int, default=112, help="input px (default 112)")
-    ap.add_argument("--classes", type=int, default=89, help="classes (default 89)")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--sessions", type=int, default=5)
-    ap.add_argument("--runs", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall")
-    ap.add_argument("--train", type=int, default=10, help="training specs per draw (default 10)")
-    ap.add_argument("--draws", type=int, default=20, help="random train/test draws (default 20)")
-    ap.add_argument("--repeat", type=int, default=10, help="specs re-measured for the repeatability floor")
-    ap.add_argument("--remeasure", action="store_true", help="measure every spec again (and the repeats)")
-    ap.add_argument("--repeat-again", action="store_true", help="re-measure only the repeatability floor")
-    args = ap.parse_args(argv)
+    """Measure what is missing, evaluate both parts, write the JSON, print the figures."""
+    from nas.measure import sample_specs
 
-    specs = sample_specs(args.n, args.seed, args.resolution, args.classes)
-    previous = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else None
-    _, before = read_table(args.table)
-    done = {(r["arch"], r["precision"]) for r in before if r["device"] == DEVICE}
-    missing = args.remeasure or any((s.to_string(), p) not in done for s in specs for p in PRECISIONS)
-    measure_s = measure(args, specs) if missing else None
-    table = labels(args, specs)
-    start = time.perf_counter()
-    repeat = repeat_floor(args, specs, table, previous)
-    repeat_s = time.perf_counter() - start
+    args = parse_args(argv)
+    spec_path, table, table112, repeat_table = map(Path, (args.specs, args.table, args.table_112, args.repeat_table))
+    if not spec_path.is_file():
+        write_spec_file(spec_path, *draw_specs(args.spec_seed), args.spec_seed)
+    test, candidates = read_spec_file(spec_path)
+    specs112 = sample_specs(100, 0, 112, SEED_CLASSES)
+    measure_s = ensure_measured(test + candidates, table, args.remeasure) + \
+        ensure_measured(specs112, table112, args.remeasure)
+    again = args.remeasure or args.repeat_again
+    twice, twice112 = test[: args.repeat], specs112[: args.repeat]
+    repeat_s = ensure_measured(twice + twice112, repeat_table, again)
+    rows, rows112, second = host_rows(table), host_rows(table112), host_rows(repeat_table)
+    pairs, pairs112 = repeat_pairs(rows, second, twice), repeat_pairs(rows112, second, twice112)
+
+    seed_table = load_table()
+    suggested = predictors.suggest_specs(candidates, N_TRAIN)
+    if len(set(suggested)) != N_TRAIN or not set(suggested) <= set(candidates):
+        raise SystemExit(f"suggest_specs returned {len(set(suggested))} specs, not {N_TRAIN} distinct candidates")
+    results = {}
+    for p in PRECISIONS:
+        tests = {"test": {s: rows[p][s] for s in test}, "112px": {s: rows112[p][s] for s in specs112}}
+        pool = {s: rows[p][s] for s in candidates}
+        results[p] = evaluate_training(seed_table, pool, suggested, tests, args.draws, args.boot, args.seed)
     result = {
-        "table_path": str(args.table), "n": args.n, "seed": args.seed, "resolution": args.resolution,
-        "train": args.train, "draws": args.draws, "table": table_meta(args, specs),
-        "evaluation": {p: evaluate(table[p], p, args.train, args.draws, args.seed) for p in PRECISIONS},
-        "floor": floor_summary(repeat), "repeat": repeat, "measure_s": measure_s,
-        "repeat_s": repeat_s if repeat is not (previous or {}).get("repeat") else None,
-        "goal": {"within10": GOAL_WITHIN10, "tau": GOAL_TAU},
+        "tables": {part: {"path": shown(path)} | table_meta([r for p in PRECISIONS for r in by_p[p].values()])
+                   for part, path, by_p in (("res", table, rows), ("112", table112, rows112))},
+        "resolution": {"specs": shown(spec_path), "n_test": len(test), "n_candidates": len(candidates),
+                       "train": N_TRAIN, "draws": args.draws, "boot": args.boot, "seed": args.seed,
+                       "nominal_level": predictors.COVERAGE,
+                       "suggested": [s.to_string() for s in suggested], "results": results},
+        "set112": {"draws": args.draws_112, "train": N_TRAIN,
+                   "evaluation": {p: evaluate_splits(seed_table, rows112[p], args.draws_112, args.seed)
+                                  for p in PRECISIONS},
+                   "drift_from_old_table": {"path": shown(args.old_112),
+                                            **drift(host_rows(Path(args.old_112)), rows112)}},
+        "floor": {"res": floor_summary(pairs), "112": floor_summary(pairs112)}, "repeat": pairs + pairs112,
+        "goals": goals(results), "measure_s": measure_s, "repeat_s": repeat_s,
     }
     with atomic_write(args.out) as handle:
         json.dump(result, handle, indent=1)
