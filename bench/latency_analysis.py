@@ -164,23 +164,38 @@ def print_resolution(res: dict) -> None:
           f"{res['boot']} resamples of the test specs\n"
           "  cells: median over draws (worst decile) [90 % CI]; suggested: value [90 % CI]")
     print(f"  suggested: {', '.join(res['suggested'])}")
+    families = res.get("families", {"predictor": "the default family"})
+    print("  predictor families (chosen beforehand, evaluated here after the choice): "
+          + ", ".join(f"{m} = {f}" for m, f in families.items()))
     for p in PRECISIONS:
         for name, ev in res["results"][p].items():
             print(f"\n  {p}, test set {name!r} ({ev['n_test']} specs)")
-            print(f"    {'method':10} {'train':10} {'within ±10 % (%)':>28} {'MAPE %':>28} {'Kendall τ':>30}")
+            print(f"    {'method':17} {'train':10} {'within ±10 % (%)':>28} {'MAPE %':>28} {'Kendall τ':>30}")
             for method in (m for m in ev if m != "n_test"):
                 for strategy in ("random", "suggested"):
                     s, draws = ev[method][strategy], strategy == "random"
-                    print(f"    {method:10} {strategy:10} {_cell(s, 'within10', 'pct', draws):>28}"
+                    print(f"    {method:17} {strategy:10} {_cell(s, 'within10', 'pct', draws):>28}"
                           f" {_cell(s, 'mape_pct', 'num', draws):>28} {_cell(s, 'tau', 'tau', draws):>30}")
-            for strategy in ("random", "suggested"):
-                s, draws = ev["predictor"][strategy], strategy == "random"
-                print(f"    predictor {strategy:9}: interval coverage {_cell(s, 'coverage', 'pct', draws)} %, "
-                      f"marked extrapolated {_cell(s, 'extrapolated', 'pct', draws)} %")
-            d = ev["predictor"]["difference"]
-            print("    predictor, suggested − random: " + "; ".join(
-                f"{m} {d[m]['diff']:+.3f} [{d[m]['ci90'][0]:+.3f}, {d[m]['ci90'][1]:+.3f}] (as good as "
-                f"{d[m]['share_of_draws_matched']:.0%} of draws)" for m in ("within10", "mape_pct", "tau")))
+            for method in families:
+                _print_predictor(method, ev[method])
+
+
+def _print_predictor(method: str, ev: dict) -> None:
+    """A predictor method's interval coverage, extrapolation share, and suggested − random."""
+    for strategy in ("random", "suggested"):
+        s, draws = ev[strategy], strategy == "random"
+        print(f"    {method} {strategy:9}: interval coverage {_cell(s, 'coverage', 'pct', draws)} %, "
+              f"marked extrapolated {_cell(s, 'extrapolated', 'pct', draws)} %")
+    d = ev["difference"]
+    print(f"    {method}, suggested − random: " + "; ".join(
+        f"{m} {d[m]['diff']:+.3f} [{d[m]['ci90'][0]:+.3f}, {d[m]['ci90'][1]:+.3f}] (as good as "
+        f"{d[m]['share_of_draws_matched']:.0%} of draws)" for m in ("within10", "mape_pct", "tau")))
+
+
+def _print_goals(goals: Sequence[dict]) -> None:
+    for g in goals:
+        ci = f" [{g['ci90'][0]:+.3f}, {g['ci90'][1]:+.3f}]" if "ci90" in g else ""
+        print(f"  {'met    ' if g['met'] else 'NOT met'}  {g['goal']}: {g['value']:.3f}{ci}")
 
 
 def print_report(result: dict) -> None:
@@ -203,7 +218,7 @@ def print_report(result: dict) -> None:
         for method, s in result["set112"]["evaluation"][p].items():
             cov = "".join(f"  {m} {100 * s[m]['median']:.1f} ({100 * s[m]['worst_decile']:.1f}) %"
                           for m in ("coverage", "extrapolated") if m in s)
-            print(f"  {p} {method:10} within ±10 % {100 * s['within10']['median']:5.1f} "
+            print(f"  {p} {method:17} within ±10 % {100 * s['within10']['median']:5.1f} "
                   f"({100 * s['within10']['worst_decile']:5.1f}) %  MAPE {s['mape_pct']['median']:6.2f} "
                   f"({s['mape_pct']['worst_decile']:6.2f}) %  τ {s['tau']['median']:.3f} "
                   f"({s['tau']['worst_decile']:.3f}){cov}")
@@ -212,9 +227,11 @@ def print_report(result: dict) -> None:
         for p, f in result["floor"][part].items():
             print(f"  {part:4} {p}: n={f['n']} median {f['median_pct']:.2f} %, p90 {f['p90_pct']:.2f} %, "
                   f"max {f['max_pct']:.2f} %, within ±10 %: {f['within10']:.0%}")
-    print("\ngoals (resolution test set, predictor):")
-    for g in result["goals"]:
-        ci = f" [{g['ci90'][0]:+.3f}, {g['ci90'][1]:+.3f}]" if "ci90" in g else ""
-        print(f"  {'met    ' if g['met'] else 'NOT met'}  {g['goal']}: {g['value']:.3f}{ci}")
+    family = result["resolution"].get("families", {}).get("predictor", "the default family")
+    print(f"\ngoals (resolution test set, predictor = family {family}):")
+    _print_goals(result["goals"])
+    for other, goals in result.get("goals_other_families", {}).items():
+        print(f"\ngoals of family {other} (predictor:{other}, evaluated after the choice, same test set):")
+        _print_goals(goals)
     if result["measure_s"] or result["repeat_s"]:
         print(f"measured in this run: {result['measure_s']:.0f} s, repeats {result['repeat_s']:.0f} s")

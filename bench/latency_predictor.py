@@ -3,6 +3,7 @@
     .venv/bin/python bench/latency_predictor.py                # figures from the committed tables (~30 s)
     .venv/bin/python bench/latency_predictor.py --remeasure    # measure every spec again (~45 min on 2 busy cores)
     .venv/bin/python bench/latency_predictor.py --draws 20 --boot 200 --out /tmp/scratch.json   # a quick look
+    .venv/bin/python bench/latency_predictor.py --family physical --family spatial   # compare families
 
 Measuring is ``nas hw measure`` in a subprocess (1 onnxruntime thread, CPU clock, :data:`PROTOCOL`), only for
 specs missing from a table; tables are read back through ``predictors.load_table``. fp32 and int8 throughout.
@@ -15,10 +16,15 @@ pool of 80 CANDIDATES (the smallest and largest MACs at 32 and at 112 px, then r
 * ``random`` — ``--draws`` random draws of 10 candidates;
 * ``suggested`` — the 10 that ``predictors.suggest_specs(candidates, 10)`` chooses (nothing measured yet).
 
-Each is fitted three ways — ``predictor``: ``predictors.fit_predictors`` (default family) on the seed table
-plus the training rows, as ``nas hw fit --table`` does; ``macs``: latency = k·MACs; ``nnls5``: non-negative
-least squares on MACs, weight bytes, activation elements, conv count and a constant — and tested on the 100
-test specs and, reported separately, on the 112-px set (bigger models: extrapolation). Scores: share within
+Each is fitted three ways — ``predictor``: ``predictors.fit_predictors`` (the first ``--family``, by default
+``predictors.DEFAULT_FAMILY``) on the seed table plus the training rows, as ``nas hw fit --table`` does;
+``macs``: latency = k·MACs; ``nnls5``: non-negative least squares on MACs, weight bytes, activation elements,
+conv count and a constant — and tested on the 100
+test specs and, reported separately, on the 112-px set (bigger models: extrapolation). Every further
+``--family F`` adds a method ``predictor:F`` fitted the same way on the same training sets (the suggested set
+is the default family's design), with the goals re-derived for it; the families are *chosen* by
+``bench/predictor_selection.py`` (seed table and the candidates only), so every figure here is evaluated after
+that choice. Scores: share within
 ±10 %, MAPE, Kendall τ-b; for the predictor also the share of labels inside its interval (nominal level
 ``predictors.COVERAGE``) and the share it marks extrapolated. Random draws: median over draws and worst decile
 (10th percentile of shares and τ, 90th of MAPE and of the extrapolated share); every figure has a bootstrap
@@ -79,7 +85,12 @@ N_TEST, N_CANDIDATES, N_TRAIN, SPEC_SEED = 100, 80, 10, 12
 #: The measuring protocol (``nas hw measure``'s defaults at the time), explicit so a re-measurement matches.
 PROTOCOL = ("--sessions", "5", "--runs", "30", "--warmup", "10")
 GOAL_RANDOM_WITHIN10, GOAL_TAU, GOAL_SUGGESTED_WITHIN10 = 0.95, 0.95, 0.97
-METHODS = ("predictor", "macs", "nnls5")
+BASELINES = ("macs", "nnls5")
+
+
+def method_names(families: Sequence[str]) -> tuple[str, ...]:
+    """``predictor`` (the first family), ``predictor:F`` for every further family, then the baselines."""
+    return ("predictor", *(f"predictor:{f}" for f in families[1:]), *BASELINES)
 
 
 # -- specs ---------------------------------------------------------------------------------------------------
@@ -192,9 +203,10 @@ def fit_nnls5(train: Sequence[ArchSpec], y: np.ndarray) -> Fitted:
     return lambda specs: Predicted(np.array([totals(s) for s in specs]) / scale @ beta)
 
 
-def fit_predictor(seed_table: HardwareTable, rows: Sequence[TableRow]) -> Fitted:
+def fit_predictor(seed_table: HardwareTable, rows: Sequence[TableRow], family: str) -> Fitted:
     """``predictors.fit_predictors`` on the seed table plus the training rows (as ``nas hw fit --table``)."""
-    (model,) = fit_predictors(seed_table.with_rows(seed_table.rows + tuple(rows)), devices=[DEVICE]).values()
+    table = seed_table.with_rows(seed_table.rows + tuple(rows))
+    (model,) = fit_predictors(table, devices=[DEVICE], family=family).values()
 
     def predict(specs: Sequence[ArchSpec]) -> Predicted:
         ps = [model.predict(s) for s in specs]
@@ -203,20 +215,21 @@ def fit_predictor(seed_table: HardwareTable, rows: Sequence[TableRow]) -> Fitted
     return predict
 
 
-def fit_all(seed_table: HardwareTable, rows: Sequence[TableRow]) -> dict[str, Fitted]:
-    """The three methods fitted on one training set (rows of one precision)."""
+def fit_all(seed_table: HardwareTable, rows: Sequence[TableRow], families: Sequence[str]) -> dict[str, Fitted]:
+    """Every method (:func:`method_names`) fitted on one training set (rows of one precision)."""
     specs, y = [r.spec for r in rows], np.array([r.latency_ms for r in rows], dtype=float)
-    return {"predictor": fit_predictor(seed_table, rows), "macs": fit_macs(specs, y), "nnls5": fit_nnls5(specs, y)}
+    fitted = {name: fit_predictor(seed_table, rows, family) for name, family in zip(method_names(families), families)}
+    return fitted | {"macs": fit_macs(specs, y), "nnls5": fit_nnls5(specs, y)}
 
 
 # -- evaluation ----------------------------------------------------------------------------------------------
 
 def predict_many(seed_table: HardwareTable, train_sets: Sequence[Sequence[TableRow]],
-                 tests: dict[str, list[ArchSpec]]) -> dict[str, dict[str, Predicted]]:
+                 tests: dict[str, list[ArchSpec]], families: Sequence[str]) -> dict[str, dict[str, Predicted]]:
     """{method: {test set: predictions stacked over the training sets, (D, n)}}."""
-    stacks: dict[str, dict[str, list[Predicted]]] = {m: {t: [] for t in tests} for m in METHODS}
+    stacks: dict[str, dict[str, list[Predicted]]] = {m: {t: [] for t in tests} for m in method_names(families)}
     for rows in train_sets:
-        for method, fitted in fit_all(seed_table, rows).items():
+        for method, fitted in fit_all(seed_table, rows, families).items():
             for name, specs in tests.items():
                 stacks[method][name].append(fitted(specs))
 
@@ -229,47 +242,50 @@ def predict_many(seed_table: HardwareTable, train_sets: Sequence[Sequence[TableR
 
 
 def evaluate_training(seed_table: HardwareTable, candidates: dict[ArchSpec, TableRow], suggested: Sequence[ArchSpec],
-                      tests: dict[str, dict[ArchSpec, TableRow]], draws: int, boot: int, seed: int) -> dict:
+                      tests: dict[str, dict[ArchSpec, TableRow]], draws: int, boot: int, seed: int,
+                      families: Sequence[str]) -> dict:
     """Random vs suggested training sets of one precision, on each test set: summaries and differences."""
     rng, pool = random.Random(seed), list(candidates)
     random_sets = [[candidates[s] for s in rng.sample(pool, N_TRAIN)] for _ in range(draws)]
     test_specs = {name: list(rows) for name, rows in tests.items()}
-    preds = {"random": predict_many(seed_table, random_sets, test_specs),
-             "suggested": predict_many(seed_table, [[candidates[s] for s in suggested]], test_specs)}
+    preds = {"random": predict_many(seed_table, random_sets, test_specs, families),
+             "suggested": predict_many(seed_table, [[candidates[s] for s in suggested]], test_specs, families)}
     out: dict[str, dict] = {}
     for name, specs in test_specs.items():
         y = np.array([tests[name][s].latency_ms for s in specs])
         weights = bootstrap_weights(len(y), boot, np.random.default_rng(seed))
         out[name] = {"n_test": len(y)}
-        for method in METHODS:
+        for method in method_names(families):
             r, boot_r = summarize(preds["random"][method][name], y, weights)
             s, boot_s = summarize(preds["suggested"][method][name], y, weights)
             out[name][method] = {"random": r, "suggested": s, "difference": paired_difference(s, r, boot_s, boot_r)}
     return out
 
 
-def evaluate_splits(seed_table: HardwareTable, rows: dict[ArchSpec, TableRow], draws: int, seed: int) -> dict:
+def evaluate_splits(seed_table: HardwareTable, rows: dict[ArchSpec, TableRow], draws: int, seed: int,
+                    families: Sequence[str]) -> dict:
     """Random splits of one table: ``N_TRAIN`` to fit, the rest to test; per method median and worst decile."""
     rng, specs = random.Random(seed), list(rows)
     if len(specs) < N_TRAIN + 3:
         raise SystemExit(f"{len(specs)} measured specs, need at least {N_TRAIN + 3}")
-    per: dict[str, dict[str, list[float]]] = {m: {} for m in METHODS}
+    per: dict[str, dict[str, list[float]]] = {m: {} for m in method_names(families)}
     for _ in range(draws):
         train = set(rng.sample(specs, N_TRAIN))
         test = [s for s in specs if s not in train]
         y = np.array([rows[s].latency_ms for s in test])
-        for method, fitted in fit_all(seed_table, [rows[s] for s in train]).items():
+        for method, fitted in fit_all(seed_table, [rows[s] for s in train], families).items():
             for m, v in weighted_scores(fitted(test), y, np.ones((1, len(y)))).items():
                 per[method].setdefault(m, []).append(float(v[0, 0]))
     return {method: {m: {"median": float(np.median(v)), "worst_decile": float(np.percentile(v, WORST_PERCENTILE[m]))}
                      for m, v in scores.items()} for method, scores in per.items()}
 
 
-def goals(results: dict) -> list[dict]:
-    """The issue's host goals on the resolution test set, each with its figure and whether it is met."""
+def goals(results: dict, method: str = "predictor") -> list[dict]:
+    """The issue's host goals on the resolution test set for one predictor method, each with its figure and
+    whether it is met."""
     out = []
     for p in PRECISIONS:
-        ev = results[p]["test"]["predictor"]
+        ev = results[p]["test"][method]
         rnd, sug, diff = ev["random"], ev["suggested"], ev["difference"]["within10"]
         out += [
             {"goal": f"{p}: 10 random, within ±10 % ≥ {GOAL_RANDOM_WITHIN10:.0%} (median over draws)",
@@ -300,6 +316,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--old-112", default=str(RESULTS / "host_latency.csv"),
                     help="an earlier table of the 112-px specs, compared with today's (drift); read only")
     ap.add_argument("--out", default=str(RESULTS / "latency_predictor.json"), help="JSON results")
+    ap.add_argument("--family", action="append", choices=list(predictors.FAMILIES),
+                    help=f"predictor family (repeatable: the first is 'predictor', whose goals are judged; each "
+                         f"further one is 'predictor:F'); default {predictors.DEFAULT_FAMILY}")
     ap.add_argument("--draws", type=int, default=200, help="random training sets (default 200)")
     ap.add_argument("--draws-112", type=int, default=200, help="random splits of the 112-px table (default 200)")
     ap.add_argument("--boot", type=int, default=1000, help="bootstrap resamples of the test specs (default 1000)")
@@ -321,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     from nas.measure import sample_specs
 
     args = parse_args(argv)
+    families = list(dict.fromkeys(args.family or [predictors.DEFAULT_FAMILY]))
     spec_path, table, table112, repeat_table = map(Path, (args.specs, args.table, args.table_112, args.repeat_table))
     if not spec_path.is_file():
         write_spec_file(spec_path, *draw_specs(args.spec_seed), args.spec_seed)
@@ -342,21 +362,28 @@ def main(argv: list[str] | None = None) -> int:
     for p in PRECISIONS:
         tests = {"test": {s: rows[p][s] for s in test}, "112px": {s: rows112[p][s] for s in specs112}}
         pool = {s: rows[p][s] for s in candidates}
-        results[p] = evaluate_training(seed_table, pool, suggested, tests, args.draws, args.boot, args.seed)
+        results[p] = evaluate_training(seed_table, pool, suggested, tests, args.draws, args.boot, args.seed, families)
+    named = dict(zip(method_names(families), families))
     result = {
+        "command": " ".join([".venv/bin/python", "bench/latency_predictor.py",
+                             *(sys.argv[1:] if argv is None else argv)]),
         "tables": {part: {"path": shown(path)} | table_meta([r for p in PRECISIONS for r in by_p[p].values()])
                    for part, path, by_p in (("res", table, rows), ("112", table112, rows112))},
         "resolution": {"specs": shown(spec_path), "n_test": len(test), "n_candidates": len(candidates),
                        "train": N_TRAIN, "draws": args.draws, "boot": args.boot, "seed": args.seed,
-                       "nominal_level": predictors.COVERAGE,
+                       "nominal_level": predictors.COVERAGE, "families": named,
+                       "default_family": predictors.DEFAULT_FAMILY,
                        "suggested": [s.to_string() for s in suggested], "results": results},
         "set112": {"draws": args.draws_112, "train": N_TRAIN,
-                   "evaluation": {p: evaluate_splits(seed_table, rows112[p], args.draws_112, args.seed)
+                   "evaluation": {p: evaluate_splits(seed_table, rows112[p], args.draws_112, args.seed, families)
                                   for p in PRECISIONS},
                    "drift_from_old_table": {"path": shown(args.old_112),
                                             **drift(host_rows(Path(args.old_112)), rows112)}},
         "floor": {"res": floor_summary(pairs), "112": floor_summary(pairs112)}, "repeat": pairs + pairs112,
-        "goals": goals(results), "measure_s": measure_s, "repeat_s": repeat_s,
+        "goals": goals(results),
+        "goals_other_families": {family: goals(results, method) for method, family in named.items()
+                                 if method != "predictor"},
+        "measure_s": measure_s, "repeat_s": repeat_s,
     }
     with atomic_write(args.out) as handle:
         json.dump(result, handle, indent=1)

@@ -4,8 +4,9 @@
     .venv/bin/python bench/predictor_selection.py --table bench/results/host_latency.csv \\
         --split-device host-cpu:fp32 --split-device host-cpu:int8 --train 10 --repeats 40
     .venv/bin/python bench/predictor_selection.py --table bench/results/host_latency_res.csv \\
-        --split-device host-cpu:fp32 --split-device host-cpu:int8 --train 10 --repeats 40 \\
-        --out bench/results/predictor_selection_res.md          # the 32–112 px host table
+        --split-device host-cpu:fp32 --split-device host-cpu:int8 --train 10 --repeats 200 \\
+        --candidates bench/results/host_latency_res_specs.txt \\
+        --out bench/results/predictor_selection_res.md          # the 32–112 px host table, candidates only
 
 Part 1 (seed), for every family in ``predictors.FAMILIES`` and every device:
 
@@ -20,12 +21,20 @@ whose constants was picked by looking at the seed's errors (``Family.seed_tuned`
 optimistic, so they are shown but cannot win). Choosing the family on the same numbers that are then reported
 would make them optimistic, so the rule is also run *inside* every outer fold (family ``auto``: the family
 is chosen on the table without the held-out architecture): that nested figure is the honest error of "the
-family the rule picks". The default family (``predictors.DEFAULT_FAMILY``) changes only if the rule, applied
-to the whole seed, picks another family *and* the nested figure beats the current default's honest figure.
+family the rule picks".
+
+The default family (``predictors.DEFAULT_FAMILY``) changes only if (1) the rule, applied to the whole seed,
+picks another family, (2) the nested figure beats the current default's honest figure, *and* (3) the pick does
+not lose to the default on the host's split check among the candidates (``--candidates``; every split device,
+fp32 and int8): it loses where the paired 90 % bootstrap interval (over the same splits) of its MAPE minus the
+default's lies above 0, or that of its share within ±10 % minus the default's lies below 0. Without
+``--candidates`` step (3) is not run here and the report says so.
 
 Part 2 (optional, a table with many points on one device, e.g. ``nas hw measure`` output): repeated random
 splits, fit on ``--train`` points (plus the other devices of the table as the prior), test on the rest:
-MAPE, share within ±10 %, Kendall τ, and the coverage of the nominal 90 % intervals.
+MAPE, share within ±10 %, Kendall τ, and the coverage of the nominal 90 % intervals. ``--candidates`` (a spec
+list of ``bench/latency_predictor.py``) keeps only the specs tagged ``# candidate``: the latency bench's test
+specs are held out of every choice made here, and are scored only by that bench, after the choice.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ from scipy.stats import kendalltau
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))  # latency_predictor (the spec-list format), also when loaded by path
 
 from predictors import (  # noqa: E402
     AUTO,
@@ -90,17 +100,18 @@ def point_lines(rows):
     return [*lines, ""]
 
 
-def split_part(table, device, n_train, repeats, families, seed=0):
-    """Fit on ``n_train`` random points of ``device`` (other devices kept), test on the rest; per family."""
+def split_part(table, device, n_train, repeats, families, seed=0, pool=None):
+    """Fit on ``n_train`` random points of ``device`` (other devices kept), test on the rest; per family.
+    ``pool``: when given, only the device's points whose spec is in it take part (train and test)."""
     key = next(k for k in table.device_keys if k.lower() == device.lower())
-    points = [r for r in table.rows_for(key) if r.ok]
+    points = [r for r in table.rows_for(key) if r.ok and (pool is None or r.spec in pool)]
     name_of = table.device_precision(key)[0]
     others = [r for r in table.rows if r.device != name_of]  # not its other precisions: they measure the test archs
     rng = np.random.default_rng(seed)
     splits = [rng.permutation(len(points)) for _ in range(repeats)]
     out = {}
     for family in families:
-        errors, taus, covered = [], [], []
+        errors, taus, covered, per_split = [], [], [], []
         for idx in splits:
             train = [points[i] for i in idx[:n_train]]
             test = [points[i] for i in idx[n_train:]]
@@ -108,14 +119,16 @@ def split_part(table, device, n_train, repeats, families, seed=0):
             preds = [predictor.predict(r.spec) for r in test]
             pred = np.array([p.ms for p in preds])
             meas = np.array([r.latency_ms for r in test])
-            errors.extend(np.abs(pred / meas - 1) * 100)
+            relative = np.abs(pred / meas - 1)
+            errors.extend(relative * 100)
+            per_split.append((100 * float(relative.mean()), float(np.mean(relative * 100 <= 10))))
             taus.append(kendalltau(meas, pred).statistic)
             covered.append(np.mean([p.low <= m <= p.high for p, m in zip(preds, meas)]))
         errors_arr = np.array(errors)
         out[family] = {"mape": float(errors_arr.mean()), "median": float(np.median(errors_arr)),
                      "p90": float(np.percentile(errors_arr, 90)), "within10": float(np.mean(errors_arr <= 10)),
                      "tau": float(np.nanmean(taus)), "coverage": float(np.mean(covered)),
-                     "coverage_sd": float(np.std(covered))}
+                     "coverage_sd": float(np.std(covered)), "per_split": np.array(per_split)}
     return out, len(points)
 
 
@@ -142,6 +155,43 @@ def _family_lines(results, devices, points, flavour):
     return lines, means
 
 
+def paired(pick: dict, default: dict, boot: int = 2000, seed: int = 0) -> dict[str, tuple[float, float, float]]:
+    """``pick`` − ``default`` over the same splits: mean, and its 90 % bootstrap interval over splits, for the
+    MAPE (points) and the share within ±10 %."""
+    diff = pick["per_split"] - default["per_split"]  # (splits, [mape, within10])
+    draws = np.random.default_rng(seed).integers(0, len(diff), size=(boot, len(diff)))
+    means = diff[draws].mean(axis=1)
+    low, high = np.percentile(means, [5, 95], axis=0)
+    mean = diff.mean(axis=0)
+    return {"mape": (mean[0], low[0], high[0]), "within10": (mean[1], low[1], high[1])}
+
+
+def decide(chosen: str, honest: dict[str, float], splits: dict) -> tuple[str, list[str]]:
+    """The default-family verdict (steps 1–3 of the module docstring) and the host-check lines behind it."""
+    if chosen == DEFAULT_FAMILY:
+        return "(the family the rule picks).", []
+    if honest[AUTO] >= honest[DEFAULT_FAMILY]:
+        return (f"(the rule picks `{chosen}`, but its nested figure does not beat the default's "
+                f"{honest[DEFAULT_FAMILY]:.1f} %: the default stays).", [])
+    step2 = f"the rule picks `{chosen}` and its nested figure beats the default's {honest[DEFAULT_FAMILY]:.1f} %"
+    if not splits:
+        return (f"({step2}; the default changes only if `{chosen}` also does not lose on the host's split check "
+                "among the candidates, which needs `--candidates`: see `predictor_selection_res.md`).", [])
+    lines, lost = [], []
+    for device, (table, _) in splits.items():
+        d = paired(table[chosen], table[DEFAULT_FAMILY])
+        m, w = d["mape"], d["within10"]
+        if m[1] > 0 or w[2] < 0:
+            lost.append(device)
+        lines.append(f"Host check, {device}: `{chosen}` − `{DEFAULT_FAMILY}` over the same splits: MAPE "
+                     f"{m[0]:+.2f} [{m[1]:+.2f}, {m[2]:+.2f}] points, within ±10 % {w[0]:+.3f} [{w[1]:+.3f}, "
+                     f"{w[2]:+.3f}] (90 % bootstrap interval over splits){' — loses' if device in lost else ''}.")
+    if lost:
+        return (f"({step2}, but it loses on the host's split check among the candidates ({', '.join(lost)}): "
+                "the default stays).", lines)
+    return f"(**{step2} and it does not lose on the host's split check: change the default**).", lines
+
+
 def render(results, picks, chosen, splits, args, elapsed, default_rows=()):
     """Markdown report; returns (text, the family the rule picks on the whole seed)."""
     honest_rows = results["macs"]["honest"]
@@ -158,22 +208,16 @@ def render(results, picks, chosen, splits, args, elapsed, default_rows=()):
     lines += [*honest_lines, "", "## Row LOO (only the row dropped — the old, optimistic figure)", "", *row_lines]
     tuned = ", ".join(f"`{f}`" for f in results if f in FAMILIES and FAMILIES[f].seed_tuned)
     folds = ", ".join(f"`{f}` {n}×" for f, n in picks.most_common())
-    if chosen == DEFAULT_FAMILY:
-        verdict = "(the family the rule picks)."
-    elif honest[AUTO] < honest[DEFAULT_FAMILY]:
-        verdict = (f"(**the rule picks `{chosen}` and its nested figure beats the default's "
-                   f"{honest[DEFAULT_FAMILY]:.1f} %: change the default**).")
-    else:
-        verdict = (f"(the rule picks `{chosen}`, but its nested figure does not beat the default's "
-                   f"{honest[DEFAULT_FAMILY]:.1f} %: the default stays).")
+    verdict, host_lines = decide(chosen, honest, splits if args.candidates else {})
     lines += ["", f"Seed-tuned (optimistic here, not eligible): {tuned}.",
               f"**Selected by the rule (lowest mean honest MAPE among {', '.join(SELECTABLE)}): `{chosen}`.**",
               f"Chosen inside the outer folds (per held-out point): {folds}; the nested figure of the rule "
               f"(`auto`) is {honest[AUTO]:.1f} % mean MAPE against {honest[chosen]:.1f} % for `{chosen}` fixed "
               f"(optimistic: chosen on these folds); row LOO of `{chosen}`: {row[chosen]:.1f} %.",
-              f"Default family in the code: `{DEFAULT_FAMILY}` {verdict}", "", *point_lines(default_rows)]
+              *host_lines, f"Default family in the code: `{DEFAULT_FAMILY}` {verdict}", "", *point_lines(default_rows)]
     for device, (table, n) in splits.items():
-        lines += [f"## Split check: {device}, fit on {args.train} of {n} points, test on the rest, "
+        among = f"{n} candidate points ({args.candidates})" if args.candidates else f"{n} points"
+        lines += [f"## Split check: {device}, fit on {args.train} of {among}, test on the rest, "
                   f"{args.repeats} random splits", "",
                   "| family | MAPE % | median % | p90 % | within ±10 % | Kendall τ | coverage (sd over splits) |",
                   "|---|---|---|---|---|---|---|"]
@@ -192,6 +236,8 @@ def main(argv=None) -> int:
                         help="device key with many points for the split check (repeatable, e.g. host-cpu:fp32)")
     parser.add_argument("--train", type=int, default=10, help="training points per split (default 10)")
     parser.add_argument("--repeats", type=int, default=20, help="random splits (default 20)")
+    parser.add_argument("--candidates", help="spec list tagged '# test' / '# candidate' (bench/latency_predictor.py's):"
+                        " the split check uses only the candidates, the test specs stay held out")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "predictor_selection.md"),
                         help="where to write the Markdown report")
     args = parser.parse_args(argv)
@@ -202,7 +248,12 @@ def main(argv=None) -> int:
     families = list(FAMILIES)
     results, picks, default_rows = seed_part(seed_table, families)
     chosen = select_family(seed_table)
-    splits = {d: split_part(table, d, args.train, args.repeats, families) for d in args.split_device}
+    pool = None
+    if args.candidates:
+        from latency_predictor import read_spec_file  # the owner of the spec-list format, beside this file
+
+        pool = set(read_spec_file(Path(args.candidates))[1])
+    splits = {d: split_part(table, d, args.train, args.repeats, families, pool=pool) for d in args.split_device}
     text, _ = render(results, picks, chosen, splits, args, time.perf_counter() - start, default_rows)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,10 @@ costs A0"):
 * ``constant`` — 1 (fixed per-inference overhead),
 * ``traffic_bytes`` — Σ over layers of the bytes a layer moves: its weights, its input and its output (int8),
 * ``roofline`` — Σ over layers of max(macs_l, weight_bytes_l), each in A0 units: a layer costs whichever of
-  compute and weight traffic dominates it.
+  compute and weight traffic dominates it,
+* ``positions`` — Σ over conv layers of the output positions ``H_out·W_out``, whatever the channel count: work a
+  kernel does once per output pixel (building an im2col / indirection buffer, per-pixel requantization in
+  int8 kernels, loop and edge handling), which neither MACs nor bytes see when channels are few.
 
 Besides the model features, :class:`SpecFeatures` carries the raw coordinates a predictor's domain of
 validity is measured in (:data:`DOMAIN_FEATURES`) and the memory quantities the feasibility hypotheses
@@ -29,7 +32,7 @@ from search_space import INT8, SEED_CLASSES, SEED_RESOLUTION, ArchSpec, analyze,
 
 FEATURES = ("weight_bytes", "macs", "activation_bytes", "conv_count", "constant")
 #: Every name :meth:`SpecFeatures.vector` accepts.
-MODEL_FEATURES = (*FEATURES, "traffic_bytes", "roofline")
+MODEL_FEATURES = (*FEATURES, "traffic_bytes", "roofline", "positions")
 REFERENCE_ARCH = "A0"
 #: Raw coordinates of the domain of validity: MACs, int8 weight bytes, int8 activation bytes, input px, convs.
 DOMAIN_FEATURES = ("macs", "weight_bytes", "activation_bytes", "resolution", "conv_count")
@@ -44,13 +47,15 @@ class SpecFeatures:
     totals: tuple[float, ...]  # in the order of FEATURES
     roofline: float
     traffic: float
+    positions: float
     macs: float  # raw MACs (the MACs-proportional baseline)
     peak_memory_kib: float
     domain: tuple[float, ...]  # raw values, in the order of DOMAIN_FEATURES
     memory_kib: tuple[float, ...]  # in the order of MEMORY_QUANTITIES
 
     def __post_init__(self) -> None:
-        named = dict(zip(FEATURES, self.totals), roofline=self.roofline, traffic_bytes=self.traffic)
+        named = dict(zip(FEATURES, self.totals), roofline=self.roofline, traffic_bytes=self.traffic,
+                     positions=self.positions)
         object.__setattr__(self, "_named", named)  # vector() runs once per prediction: look-ups, not a rebuild
 
     def vector(self, names: tuple[str, ...] = FEATURES) -> np.ndarray:
@@ -68,6 +73,7 @@ class _Raw:
     totals: tuple[float, ...]
     per_layer: tuple[tuple[float, float], ...]  # (macs, weight bytes) of every layer
     traffic: float
+    positions: float  # Σ H_out·W_out over conv layers
     peak_kib: float
     domain: tuple[float, ...]
     memory_kib: tuple[float, ...]
@@ -90,12 +96,13 @@ def _raw(spec: ArchSpec) -> _Raw:
     memory = (report.peak_memory_kib, report.weight_bytes / 1024, (report.weight_bytes + largest_io) / 1024,
               (report.activation_elements * act + inputs[0]) / 1024)
     per_layer = tuple((float(layer.macs), float(layer.weight_bytes)) for layer in layers)
-    return _Raw(totals, per_layer, float(traffic), report.peak_memory_kib, domain, memory)
+    positions = sum(layer.h_out * layer.w_out for layer in layers if layer.kind == "conv3x3")
+    return _Raw(totals, per_layer, float(traffic), float(positions), report.peak_memory_kib, domain, memory)
 
 
 _REF = _raw(get_preset(REFERENCE_ARCH).spec(SEED_RESOLUTION, SEED_CLASSES))
-#: Raw values of the reference architecture's features (bytes, MACs, bytes, layers, 1).
-REFERENCE = dict(zip(FEATURES, _REF.totals), traffic_bytes=_REF.traffic)
+#: Raw values of the reference architecture's features (bytes, MACs, bytes, layers, 1, bytes, output positions).
+REFERENCE = dict(zip(FEATURES, _REF.totals), traffic_bytes=_REF.traffic, positions=_REF.positions)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -105,8 +112,8 @@ def spec_features(spec: ArchSpec) -> SpecFeatures:
     ref_w, ref_m = REFERENCE["weight_bytes"], REFERENCE["macs"]
     scaled = tuple(v / r for v, r in zip(raw.totals, _REF.totals))
     roof = sum(max(m / ref_m, w / ref_w) for m, w in raw.per_layer)
-    return SpecFeatures(scaled, roof, raw.traffic / _REF.traffic, raw.totals[1], raw.peak_kib, raw.domain,
-                        raw.memory_kib)
+    return SpecFeatures(scaled, roof, raw.traffic / _REF.traffic, raw.positions / _REF.positions, raw.totals[1],
+                        raw.peak_kib, raw.domain, raw.memory_kib)
 
 
 def design_matrix(specs: list[ArchSpec] | tuple[ArchSpec, ...], names: tuple[str, ...]) -> np.ndarray:

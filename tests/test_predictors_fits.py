@@ -1,5 +1,7 @@
 """Unique fits: with fewer points than coefficients (T4: 4 points, 5 coefficients, λ = 0) the non-negative fit is
-defined as the limit λ → 0⁺ and does not depend on the solver, on the order of the points or of the features."""
+defined as the limit λ → 0⁺ and does not depend on the solver, on the order of the points or of the features.
+Every test runs for both five-coefficient families with a prior: ``shrink`` (the five totals) and ``spatial``
+(physical + output positions)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import numpy as np
 import pytest
 from scipy.optimize import lsq_linear, minimize, nnls
 
-from predictors import FEATURES, load_table, spec_features
+from predictors import load_table, spec_features
 from predictors import nonneg as nonneg_module
 from predictors.features import design_matrix
 from predictors.fitting import TableFits
@@ -20,22 +22,25 @@ from search_space import ArchSpec
 DEMO = ArchSpec((1, 1, 1, 1), (0.25, 0.25, 0.25, 0.25), "repvgg", 1, 32, 10)
 
 
-@pytest.fixture(scope="module")
-def t4():
-    fits = TableFits(load_table(), "shrink")
+@pytest.fixture(scope="module", params=["shrink", "spatial"])
+def t4(request):
+    """T4's features, latencies and prior under a five-coefficient family (4 points: underdetermined)."""
+    fits = TableFits(load_table(), request.param)
     points = fits.points["T4"]
-    return design_matrix(points.specs, FEATURES), points.latency_ms, fits.prior("T4")
+    names = fits.family.features
+    assert len(names) == 5 > len(points.specs)
+    return design_matrix(points.specs, names), points.latency_ms, fits.prior("T4"), names
 
 
 def test_the_unregularized_problem_really_is_ambiguous_on_t4(t4):
     """Two exact solvers of the plain NNLS problem fit T4's 4 points equally well and disagree at DEMO — the
     ambiguity the unique fit removes (without it every other test here could pass vacuously)."""
-    x, y, _ = t4
+    x, y, _, names = t4
     a = x / y[:, None]
     active_set = nnls(a, np.ones(len(y)))[0]
     bounded = lsq_linear(a, np.ones(len(y)), bounds=(0, np.inf), method="bvls", tol=1e-14).x
     assert a @ active_set == pytest.approx(a @ bounded, abs=1e-9)  # equally good on the data…
-    demo = spec_features(DEMO).vector(FEATURES)
+    demo = spec_features(DEMO).vector(names)
     assert abs(demo @ active_set / (demo @ bounded) - 1) > 0.2  # …and > 20 % apart where a search goes
 
 
@@ -43,7 +48,7 @@ def test_the_unregularized_problem_really_is_ambiguous_on_t4(t4):
 def test_lambda_zero_fit_is_the_lexicographic_optimum_of_an_independent_solver(t4, with_prior):
     """SLSQP on "fit the data as well as possible (values from a bounded-variable LS solver), then closest to the
     prior shape / of minimum norm" gives the same coefficients."""
-    x, y, prior = t4
+    x, y, prior, _ = t4
     prior = prior if with_prior else None
     ours = solve(x, y, prior, 0.0)
     a = x / y[:, None]
@@ -63,7 +68,7 @@ def test_lambda_zero_fit_is_the_lexicographic_optimum_of_an_independent_solver(t
 
 
 def test_fit_does_not_depend_on_the_order_of_features_or_points(t4):
-    x, y, prior = t4
+    x, y, prior, _ = t4
     reference = solve(x, y, prior, 0.0)
     for perm in itertools.permutations(range(x.shape[1])):
         p = list(perm)
@@ -74,7 +79,7 @@ def test_fit_does_not_depend_on_the_order_of_features_or_points(t4):
 
 
 def test_lambda_zero_is_the_limit_of_small_lambda(t4):
-    x, y, prior = t4
+    x, y, prior, _ = t4
     limit = solve(x, y, prior, 0.0)
     gaps = [np.abs(solve(x, y, prior, lam) - limit).max() for lam in (1e-3, 1e-5, 1e-7)]
     assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 1e-5  # converges to it, linearly in λ
@@ -82,7 +87,7 @@ def test_lambda_zero_is_the_limit_of_small_lambda(t4):
 
 def test_fast_path_and_exhaustive_enumeration_agree(t4, monkeypatch):
     """The certified active-set path and the enumeration of every support are two solvers of the tie-break."""
-    x, y, prior = t4
+    x, y, prior, _ = t4
     a = x / y[:, None]
     fitted = a @ nnls(a, np.ones(len(y)))[0]
     m = geometric_mean(y)
@@ -96,7 +101,7 @@ def test_fast_path_and_exhaustive_enumeration_agree(t4, monkeypatch):
 
 def test_positive_lambda_fit_is_unique_too(t4):
     """λ > 0 is strictly convex: the stacked NNLS and a bounded-variable solver of the same objective agree."""
-    x, y, prior = t4
+    x, y, prior, _ = t4
     lam = 0.1
     a = x / y[:, None]
     m = geometric_mean(y)
