@@ -18,7 +18,7 @@ $(VENV)/.installed-$(subst ,,$(EXTRAS)): pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed-$(subst ,,$(EXTRAS))
 
 demo: install
-	$(BIN)/nas search --objective acc,latency --target T4 --trials 20 --seed 0
+	$(BIN)/nas search --objective acc,latency --target T4 --trials 20 --seed 0 --repeats 2
 
 lint: install
 	$(BIN)/ruff check .

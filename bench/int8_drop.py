@@ -82,7 +82,7 @@ def run_one(spec_text: str, block: str, bundle: Any, monitor: Any, config: Train
     t0 = time.perf_counter()
     result = train(spec, monitor, config,
                    on_progress=lambda i: i.get("event") == "epoch" and log(
-                       f"  epoch {i['epoch']}: loss {i['train_loss']:.3f}, monitor top-1 {i['val_top1']:.3f}"))
+                       f"  epoch {i['epoch']}: loss {i['train_loss']:.3f}, monitor top-1 {i['selection_top1']:.3f}"))
     train_s = time.perf_counter() - t0
     row: dict[str, Any] = {"spec": spec.to_string(), "block": block, "train_s": round(train_s, 1),
                            "train_images_per_s": result.metrics["images_per_s"]}
@@ -96,7 +96,7 @@ def run_one(spec_text: str, block: str, bundle: Any, monitor: Any, config: Train
                      "int8_ms": d["latency"]["measured"]["int8"]["ms"]}
         row.update(fp32_top1=acc["fp32"]["top1"], fp32_balanced_acc=acc["fp32"]["balanced_acc"],
                    parity_max_diff=d["parity"]["max_abs_diff"], fp32_ms=d["latency"]["measured"]["fp32"]["ms"],
-                   val_images=acc["val_images"])
+                   test_images=acc["images"])
         log(f"  {mode}: fp32 {acc['fp32']['top1']:.4f} → int8 {acc['int8']['top1']:.4f} "
             f"(drop {100 * acc['int8_drop']:+.2f} pt, agreement {acc['int8_agreement']:.4f})")
     return row
@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     step = max(1, len(bundle.selection) // MONITOR_VAL)  # training watches a slice of the selection split
     monitor = dataclasses.replace(bundle, selection=Subset(bundle.selection, range(0, len(bundle.selection), step)))
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_epochs=0.5,
-                         weight_decay=5e-4, label_smoothing=0.1, seed=0, device="cpu", eval_batch_size=500)
+                         weight_decay=5e-4, seed=0, device="cpu", eval_batch_size=500,
+                         recipe=bundle.recipe.replace(label_smoothing=0.1))
     rows = []
     with tempfile.TemporaryDirectory(prefix="int8_drop-") as work:
         for spec in args.specs:

@@ -185,7 +185,7 @@ class _RefBundle:
         rng = np.random.default_rng(12345)
         keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:val_per_class]
                                        for c in range(len(data.classes))]))
-        self.val = Subset(data.test, keep.tolist())
+        self.selection = Subset(data.test, keep.tolist())
         self.classes = list(data.classes)
         self.train_counts = list(data.train_counts)
         self.resolution = RESOLUTION
@@ -229,8 +229,8 @@ def run_job(job: tuple[dict[str, Any], int]) -> dict[str, Any]:
     steps = int(result.metrics["steps"])
     row.update(ref_bal=final.balanced_acc, ref_top1=final.top1, ref_epochs=st.ref_epochs, ref_steps=steps,
                ref_images=steps * st.ref_batch, ref_cpu_s=cpu, ref_wall_s=wall,
-               ref_val_bal_by_epoch=";".join(f"{h['val_balanced_acc']:.4f}" for h in result.history
-                                             if "val_balanced_acc" in h))
+               ref_val_bal_by_epoch=";".join(f"{h['selection_balanced_acc']:.4f}" for h in result.history
+                                             if "selection_balanced_acc" in h))
     if seed == 0 and not st.reference_only:
         for prefix, cfg in (("proxy", ProxyConfig()), ("proxy_half", ProxyConfig(budget=ProxyBudget(**ALT_PROXY)))):
             res, cpu, wall = _timed(lambda cfg=cfg: proxy_accuracy(spec, data, cfg))

@@ -3,9 +3,11 @@
 :func:`export_arch` exports one architecture (a preset, a spec string or a checkpoint),
 :func:`export_trial` one trial of a study (its ``spec`` attribute), :func:`export_pareto` every chosen
 trial of a study's Pareto front, each in its own folder named by the spec hash. The work per model is
-:func:`trials.export.export_model`; this module adds data loading, full training
-(:func:`trials.train.train`), the per-device latency predictions of the model card
-(:mod:`predictors`) and the choice of trials (:mod:`nas.pareto`).
+:func:`trials.export.export_model`; this module adds the choice of data and recipe
+(:func:`nas.runs.plan_data`: a trial uses what its study recorded, a checkpoint what it recorded),
+full training (:func:`trials.train.train`), the per-device latency predictions of the model card
+(:mod:`predictors`) and the choice of trials (:mod:`nas.pareto`). The card's accuracy is the test
+split's, with the selection split's beside it.
 
 A failed export leaves no new file behind: training runs in a hidden folder inside the output folder,
 and its checkpoint joins the exported files only when every check passed.
@@ -28,12 +30,11 @@ import optuna
 
 from nas.objectives import Limits
 from nas.pareto import PARETO_PICKS, pareto_front, pick
-from nas.runs import DATA_DEFAULTS
+from nas.runs import DataPlan, plan_data, study_record, train_config, trial_spec
 from nas.storage import DEFAULT_STORAGE, load_study, mask_url, storage_errors
 from search_space import ArchSpec, resolve_arch
 from search_space.errors import NasError
 from search_space.io import atomic_write
-from trials.config import TrainConfig
 from trials.errors import ExportError
 from trials.export import Provenance, export_model
 from trials.export_stages import LatencyOptions, QuantizeOptions
@@ -42,6 +43,7 @@ from trials.model_card import ModelCard
 if TYPE_CHECKING:
     from torch import nn
 
+    from nas.study import RecordedData
     from trials.checkpoint import Checkpoint
     from trials.data import DataBundle
 
@@ -61,41 +63,6 @@ class ExportOptions:
     ort_threads: int = 1
     tables: Sequence[str] = ()
     latency_protocol: Mapping[str, int] | None = None
-
-
-@dataclass
-class DataOptions:
-    """Which data trains and checks the model (see :func:`trials.data.load_data`).
-
-    ``None`` means "not given": training then uses :data:`nas.runs.DATA_DEFAULTS` and the training
-    seed; a checkpoint export uses what the checkpoint recorded, so the validation split is the one the
-    model was not trained on. ``path=None`` with nothing recorded is the embedded digits.
-    """
-
-    path: str | None = None
-    val_ratio: float | None = None
-    long_tail: str | None = None
-    augment: bool | None = None
-    seed: int | None = None
-    max_per_class: int | None = None
-
-    def settings(self, base: Mapping[str, Any]) -> dict[str, Any]:
-        """Defaults, then ``base`` (recorded or the training seed), then the options given here."""
-        given = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
-        return {**DATA_DEFAULTS, "seed": 0, **base, **given}
-
-
-def _load_data(settings: Mapping[str, Any], resolution: int, augment: bool | None = None) -> DataBundle:
-    from trials.data import load_data
-
-    return load_data(settings["path"], resolution, val_ratio=settings["val_ratio"], long_tail=settings["long_tail"],
-                     augment=settings["augment"] if augment is None else augment, seed=settings["seed"],
-                     max_per_class=settings["max_per_class"])
-
-
-def _data_info(settings: Mapping[str, Any], bundle: DataBundle) -> dict[str, Any]:
-    """The card's ``data`` field: how the data was loaded and what it held."""
-    return {**settings, "report": bundle.report.to_dict()}
 
 
 def predicted_latency(spec: ArchSpec, tables: Sequence[str] = ()) -> list[dict[str, Any]]:
@@ -120,7 +87,7 @@ def _output_folder(out: Path) -> Iterator[Path]:
             pass
     except OSError as exc:
         raise ExportError(f"cannot write to output folder {out}: {exc.strerror or exc}",
-                          "choose a folder you can write to with --out") from None
+                          "give an output folder you can write to") from None
     try:
         yield out
     except BaseException:
@@ -141,110 +108,105 @@ def export_arch(
     out_dir: str | os.PathLike[str],
     *,
     checkpoint: str | os.PathLike[str] | None = None,
-    data: DataOptions | None = None,
+    data: Mapping[str, Any] | None = None,
+    recipe: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
     resolution: int | None = None,
     block: str | None = None,
-    config: TrainConfig | None = None,
     options: ExportOptions | None = None,
     source: Mapping[str, Any] | None = None,
+    recorded: RecordedData | None = None,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     on_step: Callable[[str], None] | None = None,
 ) -> ModelCard:
-    """Train ``arch`` fully with ``config`` (a :class:`trials.config.TrainConfig`), or load ``checkpoint``,
-    and export it into ``out_dir`` (see :func:`trials.export.export_model`); return the model card.
+    """Train ``arch`` fully, or load ``checkpoint``, and export it into ``out_dir`` (see
+    :func:`trials.export.export_model`); return the model card.
 
-    ``arch`` is a preset name, spec string or :class:`ArchSpec`; its class count follows the data.
-    With ``checkpoint``, ``arch`` may be omitted (the checkpoint holds the spec) or must match it.
+    ``arch`` is a preset name, spec string or :class:`ArchSpec`; its class count follows the data. With
+    ``checkpoint``, ``arch`` may be omitted (the checkpoint holds the spec) or must match it. ``data``
+    (:class:`trials.data.DataSettings` fields), ``recipe`` (:class:`trials.recipe.Recipe` fields) and
+    ``config`` (:class:`trials.config.TrainConfig` budget and runtime fields) override the defaults, or what
+    the checkpoint or ``recorded`` (a study's record) holds; keys whose value is None are not given.
     """
-    data = data or DataOptions()
     options = options or ExportOptions()
     step = on_step or (lambda _text: None)
     out = Path(out_dir)
-    notes: list[str] = []
     with _output_folder(out):
         if checkpoint is not None:
-            from trials.checkpoint import Checkpoint
-
-            step(f"loading checkpoint {checkpoint}")
-            ckpt = Checkpoint.read(checkpoint)  # the only read of the file: everything below uses ckpt
-            model, spec, classes = ckpt.build_model(), ckpt.spec, ckpt.classes
-            if arch is not None:
-                wanted = arch if isinstance(arch, ArchSpec) else resolve_arch(
-                    arch, resolution or spec.resolution, spec.num_classes, block)
-                if wanted.replace(num_classes=spec.num_classes) != spec:
-                    raise ExportError(f"checkpoint {checkpoint} holds {spec}, not {wanted}",
-                                      "leave out the architecture, or give the checkpoint of that architecture")
-            settings = data.settings(ckpt.data.split_options())
-            bundle = _load_data(settings, spec.resolution, augment=False)
-            if list(bundle.classes) != list(classes):
-                raise ExportError(f"the data's {len(bundle.classes)} classes are not the checkpoint's "
-                                  f"{len(classes)} classes", "export with the data the model was trained on")
-            source = {"kind": "checkpoint", "checkpoint": str(checkpoint), "sha256": ckpt.sha256, **(source or {})}
-            return _export(model, spec, bundle, out, settings, options, _checkpoint_training(ckpt), source, notes,
-                           {}, step)
+            return _export_checkpoint(arch, Path(checkpoint), out, data, recipe, resolution, block, options,
+                                      source, step)
         if arch is None:
             raise ExportError("nothing to export", "give an architecture, a trial of a study or a checkpoint")
         spec = arch if isinstance(arch, ArchSpec) else resolve_arch(arch, resolution, None, block)
         if resolution is not None and isinstance(arch, ArchSpec) and spec.resolution != resolution:
             spec = spec.replace(resolution=resolution)
         predicted = predicted_latency(spec, options.tables)  # fails fast on a bad hardware table
-        from trials.checkpoint import DataSettings
-        from trials.train import train
-
-        config = config or TrainConfig()
-        settings = data.settings({"seed": config.seed})  # the split seed is the training seed, as in nas train
-        step(f"loading data at {spec.resolution} px")
-        bundle = _load_data(settings, spec.resolution)
+        cfg = train_config(config)
+        plan = plan_data(data, recipe, seed=cfg.seed, recorded=recorded)
+        cfg = dataclasses.replace(cfg, recipe=plan.recipe)
+        cfg.validate()
+        notes = list(plan.notes)
+        origin = ", as the study recorded" if plan.record is not None else ""
+        step(f"loading data at {spec.resolution} px ({plan.settings.describe()}{origin})")
+        bundle = plan.load(spec.resolution)
         if spec.num_classes != len(bundle.classes):
             notes.append(f"class count set from the data: {spec.num_classes} → {len(bundle.classes)}")
             spec = spec.replace(num_classes=len(bundle.classes))
             predicted = predicted_latency(spec, options.tables)
+        from trials.train import train
+
         train_dir = Path(tempfile.mkdtemp(prefix=".train-", dir=out))
         try:
-            step(f"training {spec} ({config.epochs} epochs"
-                 + (f", at most {config.max_steps} steps)" if config.max_steps else ")"))
-            result = train(spec, bundle, config, out_dir=train_dir, on_progress=on_progress,
-                           data_settings=DataSettings(**settings, resolution=spec.resolution))
-            training = {"config": config.to_dict(), "metrics": result.metrics, "history": result.history,
+            step(f"training {spec} ({cfg.epochs} epochs" + (f", at most {cfg.max_steps} steps)" if cfg.max_steps
+                                                            else ")"))
+            result = train(spec, bundle, cfg, out_dir=train_dir, on_progress=on_progress)
+            training = {"config": cfg.to_dict(), "metrics": result.metrics, "history": result.history,
                         "from": "trained by this export"}
-            if settings["augment"]:  # calibrate and check on un-augmented images
-                bundle = _load_data(settings, spec.resolution, augment=False)
             attach = {"checkpoint": train_dir / "last.pt"} if (train_dir / "last.pt").is_file() else {}
-            return _export(result.model, spec, bundle, out, settings, options, training,
+            return _export(result.model, spec, bundle, out, plan, options, training,
                            {"kind": "arch", "arch": str(arch), **(source or {})}, notes, attach, step,
                            predicted=predicted)
         finally:
             shutil.rmtree(train_dir, ignore_errors=True)
 
 
-def _export(model: nn.Module, spec: ArchSpec, bundle: DataBundle, out: Path, settings: dict[str, Any],
+def _export_checkpoint(arch: str | ArchSpec | None, path: Path, out: Path, data: Mapping[str, Any] | None,
+                       recipe: Mapping[str, Any] | None, resolution: int | None, block: str | None,
+                       options: ExportOptions, source: Mapping[str, Any] | None,
+                       step: Callable[[str], None]) -> ModelCard:
+    """Export the model a checkpoint holds, on the data it records (overrides on top)."""
+    from trials.checkpoint import Checkpoint
+
+    step(f"loading checkpoint {path}")
+    ckpt = Checkpoint.read(path)  # the only read of the file: everything below uses ckpt
+    model, spec = ckpt.build_model(), ckpt.spec
+    if arch is not None:
+        wanted = arch if isinstance(arch, ArchSpec) else resolve_arch(arch, resolution or spec.resolution,
+                                                                       spec.num_classes, block)
+        if wanted.replace(num_classes=spec.num_classes) != spec:
+            raise ExportError(f"checkpoint {path} holds {spec}, not {wanted}",
+                              "leave out the architecture, or give the checkpoint of that architecture")
+    plan = plan_data(data, recipe, checkpoint=ckpt, source=f"checkpoint {path}")
+    bundle = plan.load(spec.resolution)
+    if list(bundle.classes) != list(ckpt.classes):
+        raise ExportError(f"the data's {len(bundle.classes)} classes are not the checkpoint's "
+                          f"{len(ckpt.classes)} classes", "export with the data the model was trained on")
+    info = {"kind": "checkpoint", "checkpoint": str(path), "sha256": ckpt.sha256, **(source or {})}
+    return _export(model, spec, bundle, out, plan, options, _checkpoint_training(ckpt), info,
+                   [*ckpt.notes, *plan.notes], {}, step)
+
+
+def _export(model: nn.Module, spec: ArchSpec, bundle: DataBundle, out: Path, plan: DataPlan,
             options: ExportOptions, training: dict[str, Any], source: Mapping[str, Any], notes: list[str],
             attach: Mapping[str, Path], step: Callable[[str], None],
             predicted: list[dict[str, Any]] | None = None) -> ModelCard:
     if predicted is None:
         predicted = predicted_latency(spec, options.tables)
-    quantize = QuantizeOptions(options.per_channel, options.calibration_images, seed=settings["seed"])
+    quantize = QuantizeOptions(options.per_channel, options.calibration_images, seed=plan.settings.seed)
     latency = LatencyOptions(options.ort_threads, **(options.latency_protocol or {}))
-    provenance = Provenance(training, _data_info(settings, bundle), source, notes)
+    provenance = Provenance(training, source, notes)
     return export_model(model, spec, bundle, out, quantize=quantize, latency=latency, provenance=provenance,
                         predicted=predicted, attach=attach, on_step=step)
-
-
-def _trial_spec(study: optuna.Study, number: int) -> tuple[str, dict[str, Any]]:
-    found = [t for t in study.get_trials(deepcopy=False) if t.number == number]
-    if not found:
-        numbers = [t.number for t in study.get_trials(deepcopy=False)]
-        hint = f"its trials are {min(numbers)}..{max(numbers)}; see `nas pareto`" if numbers else "run nas search"
-        raise ExportError(f"study {study.study_name!r} has no trial {number}", hint)
-    trial = found[0]
-    spec = trial.user_attrs.get("spec")
-    if not isinstance(spec, str):
-        raise ExportError(f"trial {number} of study {study.study_name!r} has no 'spec' attribute",
-                          "export trials of a study made by nas search")
-    values = list(trial.values) if trial.values is not None else None
-    info = {"kind": "trial", "study": study.study_name, "trial": number, "state": trial.state.name,
-            "values": values, "proxy_acc": trial.user_attrs.get("acc"), "proxy_bacc": trial.user_attrs.get("bacc")}
-    return spec, info
 
 
 def export_trial(
@@ -257,14 +219,17 @@ def export_trial(
 ) -> ModelCard:
     """Export trial ``trial`` of ``study`` (default: the storage's only study) like :func:`export_arch`.
 
-    The trial's ``spec`` attribute is trained fully (its proxy accuracy came from a short budget), or
-    ``checkpoint=`` gives a trained model of that spec. Other keyword arguments go to :func:`export_arch`.
+    The trial's ``spec`` attribute is trained fully (its proxy accuracy came from a short budget) on the
+    data and with the recipe the study recorded (``data``/``recipe`` overrides win, noted on the card; a
+    missing or changed data folder is an error), or ``checkpoint=`` gives a trained model of that spec
+    (then the checkpoint's record is used). Other keyword arguments go to :func:`export_arch`.
     """
     st = study if isinstance(study, optuna.Study) else load_study(storage, study)
     with storage_errors(storage):
-        spec, info = _trial_spec(st, trial)
+        spec, info = trial_spec(st, trial)
+        record = None if kwargs.get("checkpoint") is not None else study_record(st, kwargs.get("data"))
     info["storage"] = mask_url(storage) if not isinstance(study, optuna.Study) else None
-    return export_arch(spec, out_dir, source=info, **kwargs)
+    return export_arch(spec, out_dir, source=info, recorded=record, **kwargs)
 
 
 @dataclass

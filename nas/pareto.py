@@ -12,6 +12,9 @@ Definitions (also in docs/search.md):
 * **Knee**: on the front scaled by its own ranges, the point farthest from the line between the two
   extremes, on the side of the utopia point (2 objectives); with 3+ objectives, or when no point
   bulges toward utopia, the point closest to the utopia point (0, …, 0).
+* **Ties**: each front row's ``tied_with`` lists the other front members it is statistically tied with:
+  their intervals overlap on every objective (:mod:`nas.uncertainty`: bootstrap intervals of accuracy,
+  the predictors' intervals of latency; exact costs are points).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.objectives import Limits, SearchError
+from nas.uncertainty import has_intervals, tied, ties
 from search_space import ArchSpec, preset_name
 from search_space.errors import SpecError
 
@@ -168,6 +172,7 @@ class Front:
     bounds: list[tuple[float, float]] = field(default_factory=list)
     hypervolume: float = 0.0
     reference: list[float] = field(default_factory=list)
+    interval_names: list[str] = field(default_factory=list)  # objectives whose rows carry ``_low``/``_high``
 
     def points(self, rows: Sequence[dict[str, Any]] | None = None) -> np.ndarray:
         """Objective values of ``rows`` (default: the front) as a minimized array."""
@@ -242,7 +247,15 @@ def pareto_front(study: optuna.Study, limits: Limits | None = None,
     front.bounds = list(bounds) if bounds is not None else [(float(a), float(b)) for a, b in
                                                              zip(pts.min(axis=0), pts.max(axis=0))]
     front.hypervolume = hypervolume(normalize(front.points(), front.bounds), front.reference)
+    front.interval_names = has_intervals(front.rows, names)
+    for row, others in zip(front.rows, ties(front.rows, names)):
+        row["tied_with"] = others
     return front
+
+
+def within_noise(front: Front, row: dict[str, Any]) -> list[int]:
+    """The trial numbers of the front members (other than ``row``) that ``row`` is tied with."""
+    return sorted(r["number"] for r in front.rows if r["number"] != row["number"] and tied(row, r, front.metric_names))
 
 
 def pick(front: Front, how: str = "knee", under: Limits | None = None) -> dict[str, Any]:

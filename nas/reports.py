@@ -1,9 +1,11 @@
 """Data-set statistics and checkpoint evaluation with their files, for the CLI and for notebooks.
 
 ``stats_outputs(path, out_dir)`` = :func:`trials.stats.dataset_stats` + the two PNGs, a JSON and a CSV;
-``eval_checkpoint(checkpoint, data, splits, out_dir)`` = model + data + :func:`trials.evaluate.evaluate`
-per split + a confusion PNG, a JSON and a per-class CSV per split (the checkpoint is read once, through
-:class:`trials.checkpoint.Checkpoint`). Every file is written atomically.
+``eval_checkpoint(checkpoint, data, splits, out_dir)`` = model + the data it records +
+:func:`trials.evaluate.evaluate` per split (train, selection, test; test by default: the held-out figure)
++ a confusion PNG, a JSON and a per-class CSV per split (the checkpoint is read once, through
+:class:`trials.checkpoint.Checkpoint`); ``split_report`` = the three splits' per-class counts. Every file
+is written atomically.
 """
 
 from __future__ import annotations
@@ -15,21 +17,23 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nas.runs import plan_data
 from search_space.io import atomic_write
 from search_space.spec import ArchSpec
-from trials.data import DataReport, DataWarning, load_data
+from trials.data import DataReport, DataSettings, DataWarning
 from trials.errors import DataError
 from trials.evaluate import EvalResult, evaluate, save_confusion_png
 from trials.folders import find_layout, list_classes
 from trials.recipe import Recipe
 from trials.stats import SMALL_SIDE, DatasetStats, dataset_stats, save_class_histogram, save_resolution_scatter
 
-SPLITS = ("val", "train")
+#: The splits a checkpoint can be evaluated on, in report order.
+SPLITS = ("train", "selection", "test")
 
 
 def _json_safe(value: Any) -> Any:
@@ -71,6 +75,12 @@ def _out_dir(out_dir: str | os.PathLike[str]) -> Path:
     return out
 
 
+def recipe_for(path: str | os.PathLike[str] | None, overrides: Mapping[str, Any] | None = None) -> Recipe:
+    """The default recipe for the data at ``path`` (:meth:`trials.recipe.Recipe.for_data`) with ``overrides``
+    (recipe fields; keys whose value is None are not given)."""
+    return Recipe.for_data(path).replace(**{k: v for k, v in (overrides or {}).items() if v is not None})
+
+
 def stats_outputs(
     path: str | os.PathLike[str] | None, out_dir: str | os.PathLike[str] | None = None, recipe: Recipe | None = None
 ) -> tuple[DatasetStats, dict[str, Path]]:
@@ -98,20 +108,23 @@ class EvalRun:
     spec: ArchSpec
     results: dict[str, EvalResult]
     data: DataReport
+    settings: DataSettings
     files: dict[str, Path] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def summary_rows(self) -> list[dict[str, Any]]:
-        """One row per split: images, top-1, balanced accuracy, worst class."""
+        """One row per split: images, top-1, balanced accuracy, worst class and its recall."""
         rows = []
         for split, r in self.results.items():
             worst = r.per_class[0] if r.per_class else {}
             rows.append({"split": split, "images": r.images, "top1": r.top1, "balanced_acc": r.balanced_acc,
-                         "worst_class": worst.get("name"), "worst_acc": worst.get("acc")})
+                         "worst_class": worst.get("name"), "worst_recall": worst.get("acc")})
         return rows
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict: checkpoint, spec, data report and each split's result."""
-        return {"checkpoint": self.checkpoint, "spec": self.spec.to_string(), "data": self.data.to_dict(),
+        """JSON-able dict: checkpoint, spec, data settings and report, notes and each split's result."""
+        return {"checkpoint": self.checkpoint, "spec": self.spec.to_string(), "settings": self.settings.to_dict(),
+                "data": self.data.to_dict(), "notes": list(self.notes),
                 **{split: r.to_dict() for split, r in self.results.items()}}
 
 
@@ -124,40 +137,36 @@ def _check_classes(expected: Sequence[str], found: Sequence[str]) -> None:
 
 def eval_checkpoint(
     checkpoint: str | os.PathLike[str],
-    data: str | os.PathLike[str] | None = None,
-    splits: Sequence[str] = ("val",),
+    data: Mapping[str, Any] | None = None,
+    splits: Sequence[str] = ("test",),
     out_dir: str | os.PathLike[str] | None = None,
     *,
-    val_ratio: float | None = None,
-    long_tail: str | None = None,
-    seed: int | None = None,
+    recipe: Mapping[str, Any] | None = None,
     batch_size: int = 256,
 ) -> EvalRun:
-    """Evaluate a training checkpoint on ``splits`` of ``data`` (None: the checkpoint's recorded data, else
-    the embedded digits). Unset split settings come from the checkpoint's
-    :class:`trials.checkpoint.DataSettings`. The data's classes must equal the checkpoint's."""
+    """Evaluate a training checkpoint on ``splits`` (of :data:`SPLITS`) of the data it records.
+
+    ``data`` (:class:`trials.data.DataSettings` fields) and ``recipe`` (its long tail decides the training
+    split) override what the checkpoint recorded; keys whose value is None are not given. The data's
+    classes must equal the checkpoint's. The training split is evaluated without augmentation.
+    """
     from trials.checkpoint import Checkpoint
 
     bad = [s for s in splits if s not in SPLITS]
     if bad or not splits:
-        raise DataError(f"unknown split {bad[0] if bad else '(none)'}", "use val, train or both")
+        raise DataError(f"unknown split {bad[0] if bad else '(none)'}", f"use {', '.join(SPLITS)}")
     ckpt = Checkpoint.read(checkpoint)
     model = ckpt.build_model()  # a damaged file fails before the data is decoded
-    recorded = ckpt.data
-    path = data if data is not None else recorded.path
-    if path is not None:  # cheap check before decoding a whole data set
-        _check_classes(ckpt.classes, list_classes(find_layout(path)[1]))
-    bundle = load_data(
-        path, ckpt.spec.resolution,
-        val_ratio=val_ratio if val_ratio is not None else recorded.val_ratio,
-        long_tail=long_tail if long_tail is not None else recorded.long_tail,
-        seed=seed if seed is not None else recorded.seed,
-        max_per_class=recorded.max_per_class,
-    )
+    plan = plan_data(data, recipe, checkpoint=ckpt, source=f"checkpoint {checkpoint}")
+    if plan.settings.path is not None:  # cheap check before decoding a whole data set
+        _check_classes(ckpt.classes, list_classes(find_layout(plan.settings.path)[1]))
+    bundle = plan.load(ckpt.spec.resolution)
     _check_classes(ckpt.classes, bundle.classes)
-    datasets = {"val": bundle.val, "train": bundle.train_eval}
-    results = {s: evaluate(model, datasets[s], bundle.classes, batch_size=batch_size) for s in splits}
-    run = EvalRun(str(checkpoint), ckpt.spec, results, bundle.report)
+    datasets = {"train": bundle.train_eval, "selection": bundle.selection, "test": bundle.test}
+    ordered = [s for s in SPLITS if s in splits]
+    results = {s: evaluate(model, datasets[s], bundle.classes, batch_size=batch_size) for s in ordered}
+    run = EvalRun(str(checkpoint), ckpt.spec, results, bundle.report, plan.settings,
+                  notes=[*ckpt.notes, *plan.notes])
     if out_dir is not None:
         out = _out_dir(out_dir)
         for s, r in results.items():
@@ -193,31 +202,23 @@ def data_warnings_silenced() -> Iterator[None]:
 
 @dataclass
 class SplitReport:
-    """A data set loaded as training loads it: one row per class (``class, name, train, val, in_both``)
-    and the loader's report (layout, split rule, skipped files, long tail)."""
+    """A data set loaded as training loads it: one row per class (``class, name, train, selection, test,
+    in_both``) and the loader's report (layout, split rule, skipped files, long tail)."""
 
     rows: list[dict[str, int | str | bool]]
     report: DataReport
 
 
-def split_report(
-    path: str | os.PathLike[str] | None,
-    resolution: int,
-    *,
-    val_ratio: float = 0.1,
-    long_tail: str | None = None,
-    seed: int = 0,
-    max_per_class: int | None = None,
-) -> SplitReport:
-    """Load ``path`` (None: the embedded digits) as :func:`trials.data.load_data` does for training and count
-    every class's images per split; ``in_both`` marks classes that have images in both splits."""
+def split_report(settings: DataSettings, resolution: int, recipe: Recipe | None = None) -> SplitReport:
+    """Load the data of ``settings`` as :func:`trials.data.load_data` does for training (``recipe`` None:
+    the data's default; its long tail thins the training split) and count every class's images per split;
+    ``in_both`` marks classes too small for a selection image, whose training images are also their selection."""
     with data_warnings_silenced():  # the report lists the skipped files
-        bundle = load_data(path, resolution, val_ratio=val_ratio, long_tail=long_tail, seed=seed,
-                           max_per_class=max_per_class)
+        bundle = settings.load(resolution, recipe)
     both = set(bundle.report.classes_in_both)
     rows: list[dict[str, int | str | bool]] = [
-        {"class": i, "name": name, "train": bundle.train_counts[i], "val": bundle.val_counts[i],
-         "in_both": name in both}
+        {"class": i, "name": name, "train": bundle.train_counts[i], "selection": bundle.selection_counts[i],
+         "test": bundle.test_counts[i], "in_both": name in both}
         for i, name in enumerate(bundle.classes)
     ]
     return SplitReport(rows, bundle.report)

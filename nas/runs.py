@@ -1,8 +1,10 @@
-"""Training runs for the CLI and notebooks: arch text + data options + config overrides → a run folder.
+"""Training runs for the CLI and notebooks: arch text + data, recipe and config overrides → a run folder.
 
-``run_training`` resolves the architecture (its class count follows the data), loads the data,
-trains with :func:`trials.train.train`, and writes ``metrics.json`` beside ``last.pt`` / ``best.pt``.
-With ``resume=True`` every option that is not given is taken from the folder's ``last.pt``.
+``run_training`` resolves the architecture (its class count follows the data), decides the data and the
+recipe (:func:`plan_data`: what a checkpoint or a study recorded, else the defaults, then the overrides
+given), loads the data, trains with :func:`trials.train.train`, and writes ``metrics.json`` beside
+``last.pt`` / ``best.pt``. With ``resume=True`` every option that is not given is taken from the folder's
+``last.pt``; :func:`train_trial` trains a trial of a study on the data and recipe the study recorded.
 """
 
 from __future__ import annotations
@@ -10,29 +12,119 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search_space import ArchSpec, parse_arch
-from search_space.errors import SpecError
+from search_space.errors import NasError, SpecError
 from search_space.io import atomic_write
 from trials.config import DATA_SAMPLERS as DATA_SAMPLERS  # re-exported (torch-free) for the command line
 from trials.config import LOSSES as LOSSES
 from trials.errors import TrainError
 
 if TYPE_CHECKING:
-    from trials.checkpoint import Checkpoint, DataSettings
+    import optuna
+
+    from nas.study import RecordedData
+    from trials.checkpoint import Checkpoint
     from trials.config import TrainConfig
-    from trials.data import DataBundle
+    from trials.data import DataBundle, DataSettings
+    from trials.recipe import Recipe
     from trials.train import TrainResult
 
-#: Data options of a new run (see :func:`trials.data.load_data`); a resumed run takes its checkpoint's.
-DATA_DEFAULTS: dict[str, Any] = {"path": None, "val_ratio": 0.1, "long_tail": None, "augment": False,
-                                 "max_per_class": None}
-HISTORY_COLUMNS = ["epoch", "step", "train_loss", "val_top1", "val_balanced_acc", "lr", "images_per_s", "wall_s"]
+HISTORY_COLUMNS = ["epoch", "step", "train_loss", "selection_top1", "selection_balanced_acc", "lr", "images_per_s",
+                   "wall_s"]
+Note = Callable[[str], None]
 
+
+# -- which data, which recipe ---------------------------------------------------------------------------
+
+@dataclass
+class DataPlan:
+    """The data settings and recipe a command uses, why (``notes``), and the study record to check the
+    loaded data against (``record``; None when there is none or flags replaced the recorded data)."""
+
+    settings: DataSettings
+    recipe: Recipe
+    notes: list[str] = field(default_factory=list)
+    record: RecordedData | None = None
+
+    def load(self, resolution: int, note: Note | None = None) -> DataBundle:
+        """Load the data at ``resolution`` with the recipe and check it against the study's record; the
+        loader's warnings and report lines go to ``note``."""
+        say = note or (lambda _text: None)
+        if self.record is not None:
+            self.record.check_source()  # a missing folder: one line naming the study's data
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            bundle = self.settings.load(resolution, self.recipe)
+        if self.record is not None:
+            self.record.check(bundle)
+        for w in caught:
+            say(f"data: {w.message}")
+        for line in bundle.report.lines():
+            say(line)
+        return bundle
+
+
+def _given(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (overrides or {}).items() if v is not None}
+
+
+def plan_data(
+    data: Mapping[str, Any] | None = None,
+    recipe: Mapping[str, Any] | None = None,
+    *,
+    seed: int = 0,
+    recorded: RecordedData | None = None,
+    checkpoint: Checkpoint | None = None,
+    source: str = "the study",
+) -> DataPlan:
+    """Decide the data settings and recipe: the ``checkpoint``'s or the ``recorded`` study's, else the
+    defaults for the data (the split seed then is ``seed``), with the ``data`` and ``recipe`` overrides
+    (keys whose value is None are not given) on top.
+
+    Overriding recorded data settings is allowed and noted; the study's record is then not checked.
+    A checkpoint that does not record its data needs at least a data path.
+    """
+    from trials.data import DataSettings
+    from trials.recipe import Recipe
+
+    given_data, given_recipe = _given(data), _given(recipe)
+    if given_data.get("path") is not None:  # as load_data records it, so the same folder compares equal
+        given_data["path"] = str(Path(given_data["path"]).expanduser().absolute())
+    notes: list[str] = []
+    if checkpoint is not None:
+        base = checkpoint.data
+        if base is None and "path" not in given_data:
+            raise TrainError(f"{source} does not record the data it was trained on",
+                             "give the data folder it was trained on")
+        base = base or DataSettings(seed=checkpoint.config.seed)
+        base_recipe = checkpoint.config.recipe
+    elif recorded is not None:
+        base, base_recipe = recorded.settings, recorded.recipe
+    else:
+        path = given_data.get("path")
+        base, base_recipe = DataSettings(path=path, seed=seed), Recipe.for_data(path)
+    settings = base.replace(**given_data)
+    if (checkpoint is not None or recorded is not None) and settings != base:
+        notes.append(f"data: {_changes(base.to_dict(), settings.to_dict())} as given, instead of {source}'s")
+    plan_recipe = base_recipe.replace(**given_recipe)
+    if recorded is not None and plan_recipe != base_recipe:
+        notes.append(f"recipe: {_changes(base_recipe.to_dict(), plan_recipe.to_dict())} as given, instead of "
+                     f"{source}'s")
+    keep_record = recorded is not None and settings == base and plan_recipe.long_tail == base_recipe.long_tail
+    return DataPlan(settings, plan_recipe, notes, recorded if keep_record else None)
+
+
+def _changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """``name new (was old), …`` for the fields that differ."""
+    return ", ".join(f"{k} {new[k]} (was {old.get(k)})" for k in new if new[k] != old.get(k))
+
+
+# -- the run --------------------------------------------------------------------------------------------
 
 @dataclass
 class TrainingRun:
@@ -86,23 +178,25 @@ def run_training(
     arch: str | ArchSpec | None,
     out_dir: str | os.PathLike[str],
     *,
-    data: dict[str, Any] | None = None,
+    data: Mapping[str, Any] | None = None,
+    recipe: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
     resolution: int | None = None,
     classes_from_data: bool = False,
-    config: dict[str, Any] | None = None,
     resume: bool = False,
+    recorded: RecordedData | None = None,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
-    on_note: Callable[[str], None] | None = None,
+    on_note: Note | None = None,
 ) -> TrainingRun:
     """Train ``arch`` into ``out_dir`` and write ``metrics.json`` there; return the :class:`TrainingRun`.
 
-    ``data``: options of :func:`trials.data.load_data` (``path`` None = embedded digits, ``val_ratio``,
-    ``long_tail``, ``augment``, ``max_per_class``; the split seed is the training seed). ``config``:
-    :class:`trials.config.TrainConfig` fields that differ from the defaults (or, when resuming, from the
-    checkpoint's config). Keys whose value is None are ignored. When resuming, ``out_dir/last.pt`` is read
-    once and handed to :func:`trials.train.train`.
+    ``data``: :class:`trials.data.DataSettings` fields (``path`` None = embedded digits, ``selection_ratio``,
+    ``test_ratio``, ``max_per_class``; a new run's split seed is the training seed); ``recipe``:
+    :class:`trials.recipe.Recipe` fields; ``config``: :class:`trials.config.TrainConfig` budget and runtime
+    fields. Each overrides the defaults, or what ``recorded`` (a study's record) or, when resuming,
+    ``out_dir/last.pt`` holds; keys whose value is None are ignored. When resuming, ``last.pt`` is read once
+    and handed to :func:`trials.train.train`.
     """
-    from trials.checkpoint import DataSettings
     from trials.config import TrainConfig
     from trials.train import train
 
@@ -110,11 +204,10 @@ def run_training(
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise TrainError(f"output folder {out} is a file", "give a folder for the checkpoints")
-    given = {k: v for k, v in (config or {}).items() if v is not None}
     previous: Checkpoint | None = None
     if resume:
         previous = _previous_run(out)
-        base, data_opts = previous.config, {**previous.data.split_options(), "augment": previous.data.augment}
+        base = previous.config
         arch = arch or previous.spec.to_string()
         resolution = resolution or previous.spec.resolution
         note(f"resuming {out / 'last.pt'}: unset options come from the checkpoint")
@@ -123,44 +216,30 @@ def run_training(
             raise TrainError(f"{out} already holds a checkpoint", "resume it, or train into a new output folder")
         if arch is None:
             raise TrainError("no architecture given", "name a preset (e.g. A0) or give a spec string")
-        base, data_opts = TrainConfig(), dict(DATA_DEFAULTS)
-    data_opts.update({k: v for k, v in (data or {}).items() if v is not None})
-    cfg = TrainConfig.from_dict({**base.to_dict(), **given})
+        base = TrainConfig()
+    seed = _given(config).get("seed", base.seed)
+    plan = plan_data(data, recipe, seed=seed, recorded=recorded, checkpoint=previous,
+                     source=f"checkpoint {out / 'last.pt'}" if previous is not None else "the study")
+    cfg = TrainConfig.from_dict({**base.to_dict(), **_given(config), "recipe": plan.recipe.to_dict()})
     cfg.validate()
     if previous is not None:  # refuse a changed config before spending time on the data (train() checks all again)
-        previous.check_resume(previous.spec, cfg, previous.classes)
+        previous.check_resume(previous.spec, cfg, previous.classes, data=plan.settings)
     probe = arch if isinstance(arch, ArchSpec) else parse_arch(arch).resolve(resolution)  # fails fast on a bad spec
-    bundle = _load_data(data_opts, resolution if resolution is not None else probe.resolution, cfg.seed, note)
+    for line in plan.notes:
+        note(line)
+    bundle = plan.load(resolution if resolution is not None else probe.resolution, note)
     spec, notes = training_spec(arch, len(bundle.classes), resolution, classes_from_data)
     for line in notes:
         note(line)
     out.mkdir(parents=True, exist_ok=True)
-    settings = DataSettings(path=data_opts["path"], val_ratio=data_opts["val_ratio"], long_tail=data_opts["long_tail"],
-                            seed=cfg.seed, max_per_class=data_opts["max_per_class"], augment=bool(data_opts["augment"]),
-                            resolution=spec.resolution, report=bundle.report.to_dict())
     result = train(spec, bundle, cfg, out_dir=out, resume=previous if previous is not None else False,
-                   on_progress=on_progress, data_settings=settings)
-    run = TrainingRun(spec, cfg, result, out, settings, notes)
+                   on_progress=on_progress)
+    run = TrainingRun(spec, cfg, result, out, plan.settings, [*plan.notes, *notes])
     if _is_main_process():
         with atomic_write(out / "metrics.json") as handle:
             json.dump({**run.summary(), "history": result.history}, handle, indent=2, default=str)
             handle.write("\n")
     return run
-
-
-def _load_data(options: dict[str, Any], resolution: int, seed: int, note: Callable[[str], None]) -> DataBundle:
-    """Load the data (the split seed is the training seed); its warnings and report become notes."""
-    from trials.data import load_data
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        bundle = load_data(options["path"], resolution, val_ratio=options["val_ratio"], long_tail=options["long_tail"],
-                           augment=options["augment"], seed=seed, max_per_class=options["max_per_class"])
-    for w in caught:
-        note(f"data: {w.message}")
-    for line in bundle.report.lines():
-        note(line)
-    return bundle
 
 
 def _previous_run(out: Path) -> Checkpoint:
@@ -177,13 +256,73 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def train_config(overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """The default :class:`~trials.config.TrainConfig` with ``overrides`` applied (keys whose value is None
-    are ignored; the choices are checked when training starts)."""
+# -- trials of a study ----------------------------------------------------------------------------------
+
+class TrialError(NasError):
+    """A trial that does not exist or carries no spec."""
+
+
+def trial_spec(study: optuna.Study, number: int) -> tuple[str, dict[str, Any]]:
+    """The spec string of trial ``number`` of ``study`` and what the trial says about itself (for records)."""
+    found = [t for t in study.get_trials(deepcopy=False) if t.number == number]
+    if not found:
+        numbers = [t.number for t in study.get_trials(deepcopy=False)]
+        hint = f"its trials are {min(numbers)}..{max(numbers)}; see `nas pareto`" if numbers else "run nas search"
+        raise TrialError(f"study {study.study_name!r} has no trial {number}", hint)
+    trial = found[0]
+    spec = trial.user_attrs.get("spec")
+    if not isinstance(spec, str):
+        raise TrialError(f"trial {number} of study {study.study_name!r} has no 'spec' attribute",
+                         "use trials of a study made by nas search")
+    values = list(trial.values) if trial.values is not None else None
+    info = {"kind": "trial", "study": study.study_name, "trial": number, "state": trial.state.name,
+            "values": values, "proxy_acc": trial.user_attrs.get("acc"), "proxy_bacc": trial.user_attrs.get("bacc")}
+    return spec, info
+
+
+def study_record(study: optuna.Study, data: Mapping[str, Any] | None) -> RecordedData | None:
+    """The data and recipe ``study`` recorded; a study without the record is a :class:`TrialError` unless
+    ``data`` names a path (then None: the given data is used)."""
+    from nas.study import recorded_data
+
+    record = recorded_data(study)
+    if record is None and _given(data).get("path") is None:
+        raise TrialError(f"study {study.study_name!r} does not record the data and recipe it searched with",
+                         "it was made by an older version: give the data folder (and the recipe) it used")
+    return record
+
+
+def train_trial(
+    trial: int,
+    out_dir: str | os.PathLike[str],
+    *,
+    study: str | None = None,
+    storage: str | None = None,
+    data: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> TrainingRun:
+    """Train trial ``trial``'s spec of ``study`` (default: the storage's only study) fully, on the data and
+    with the recipe the study recorded (``data`` and ``recipe`` overrides win, with a note). Other keyword
+    arguments go to :func:`run_training`; the spec's class count must match the data."""
+    from nas.storage import DEFAULT_STORAGE, load_study, storage_errors
+
+    url = storage or DEFAULT_STORAGE
+    st = load_study(url, study)
+    with storage_errors(url):
+        spec, _ = trial_spec(st, trial)
+        record = study_record(st, data)
+    note: Note = kwargs.get("on_note") or (lambda _text: None)
+    note(f"trial {trial} of study {st.study_name!r}: {spec}, on "
+         + ("the data and recipe the study recorded" if record is not None else "the data given"))
+    return run_training(spec, out_dir, data=data, recorded=record, **kwargs)
+
+
+def train_config(overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """The default :class:`~trials.config.TrainConfig` with ``overrides`` (config or recipe fields) applied;
+    keys whose value is None are ignored; the budget is checked when training starts."""
     from trials.config import TrainConfig
 
-    given = {k: v for k, v in (overrides or {}).items() if v is not None}
-    return TrainConfig.from_dict({**TrainConfig().to_dict(), **given})
+    return TrainConfig().replace(**_given(overrides))
 
 
 def set_torch_threads(threads: int | None) -> None:

@@ -16,23 +16,26 @@ accuracy proxy. Semantics worth knowing:
   (attribute ``duplicate_of``); one matching a lower-numbered *running* trial waits for it.
 * **Failures are recorded, not fatal.** A trial that raises, returns NaN or runs out of memory ends
   ``FAIL`` with ``fail_reason``; the search goes on (it stops after ``max_consecutive_failures`` in a row).
+* **The study's data and recipe.** The proxy trains on the data loaded with the recipe at each spec's
+  resolution and scores on its selection split, never the test split; the study records both
+  (:func:`nas.study.record_data`), and each accuracy with its uncertainty (:mod:`nas.accuracy`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
+from nas.accuracy import AccuracyFn, inherited, proxy_evaluator, search_inputs, trial_attrs
 from nas.objectives import (
     Limits,
     Objective,
@@ -45,15 +48,17 @@ from nas.objectives import (
 )
 from nas.space import SearchSpace
 from nas.storage import DEFAULT_STORAGE, HEARTBEAT_INTERVAL, MAX_RETRY, mask_url, open_storage, storage_errors
-from nas.study import SAMPLERS, enqueue_presets, make_sampler, open_study, requeue_interrupted
-from search_space import ArchSpec
+from nas.study import SAMPLERS, enqueue_presets, make_sampler, open_study, record_data, requeue_interrupted
+
+if TYPE_CHECKING:
+    from trials.data import DataBundle, DataSettings
+    from trials.proxy import ProxyConfig
+    from trials.recipe import Recipe
 
 #: A worker stops after this many duplicates in a row: the sampler keeps proposing evaluated specs.
 MAX_DUPLICATE_STREAK = 100
 #: The hardware target of a bare ``latency`` objective when no ``target`` is given.
 DEFAULT_TARGET = "T4"
-#: ``evaluate_accuracy(spec, data)`` returns at least ``top1`` and ``balanced_acc`` (fractions).
-AccuracyFn = Callable[[ArchSpec, Any], Mapping[str, float]]
 
 
 @dataclass
@@ -63,6 +68,10 @@ class SearchConfig:
     ``target`` is the hardware target of a bare ``latency`` objective (default :data:`DEFAULT_TARGET`);
     when given, every spec must also fit that chip. ``tables`` are extra hardware-table CSVs merged with
     the shipped seed table. ``trials`` counts distinct specs evaluated, in total (see the module notes).
+    ``data`` says which images form the train / selection / test splits (None: the embedded digits; a
+    path: that folder; both with the default splits), ``recipe`` how to train (None: the default for the data,
+    ``Recipe.for_data(path)``), ``proxy`` the proxy's budget (None: the default ``ProxyConfig``; a recipe
+    in it must equal ``recipe``), ``repeats`` how many proxy seeds score each spec.
     """
 
     objectives: str | Sequence[str] = "acc,latency"
@@ -76,10 +85,12 @@ class SearchConfig:
     storage: str | None = DEFAULT_STORAGE
     study: str | None = None
     enqueue: Sequence[str] = ()
-    data: str | None = None
+    data: DataSettings | str | None = None
+    recipe: Recipe | None = None
     num_classes: int | None = None
     tables: Sequence[str] = ()
-    proxy: Any = None
+    proxy: ProxyConfig | None = None
+    repeats: int = 1
     zero_cost: bool = False
     heartbeat_interval: int | None = HEARTBEAT_INTERVAL
     grace_period: int | None = None
@@ -107,22 +118,6 @@ def default_study_name(objectives: Sequence[Objective]) -> str:
     return "-".join(o.name for o in objectives)
 
 
-def proxy_evaluator(proxy_config: Any = None, zero_cost: bool = False) -> AccuracyFn:
-    """The default accuracy: :func:`trials.proxy.proxy_accuracy` (plus zero-cost scores if asked)."""
-    from trials.proxy import ProxyConfig, proxy_accuracy
-
-    def evaluate(spec: ArchSpec, data: Any) -> dict[str, float]:
-        out = dataclasses.asdict(proxy_accuracy(spec, data, proxy_config or ProxyConfig()))
-        if zero_cost:
-            from trials.zero_cost import zero_cost_scores
-
-            scores = zero_cost_scores(spec, data)
-            out.update({f"zc_{k}": v for k, v in scores.items() if k not in ("params", "macs")})
-        return out
-
-    return evaluate
-
-
 class Search:
     """A prepared search: objectives resolved, predictors fitted, data loaded, study opened and checked.
 
@@ -135,6 +130,35 @@ class Search:
             raise SearchError(f"trials must be at least 1, got {config.trials}")
         if config.sampler not in SAMPLERS:
             raise SearchError(f"unknown sampler {config.sampler!r}", f"choose from {', '.join(SAMPLERS)}")
+        if config.repeats < 1:
+            raise SearchError(f"repeats must be at least 1, got {config.repeats}", "use 1 for one proxy seed")
+        self._resolve_objectives(config)
+        self.space = config.space
+        self.needs_accuracy = any(o.needs_accuracy for o in self.objectives)
+        # The data decides the class count, except with a custom evaluator (or none) and an explicit count.
+        self.uses_data = config.num_classes is None or (self.needs_accuracy and evaluate_accuracy is None)
+        self.uses_proxy = self.needs_accuracy and evaluate_accuracy is None
+        inputs = search_inputs(config.data, config.recipe, config.proxy) if self.uses_data else (None, None, None)
+        self.settings: DataSettings | None = inputs[0]
+        self.recipe: Recipe | None = inputs[1]
+        self.proxy: ProxyConfig | None = inputs[2]
+        self._data: dict[int, DataBundle] = {}
+        first = self.data(self.space.resolutions[0])
+        self.num_classes = len(first.classes) if first is not None else int(config.num_classes)  # type: ignore[arg-type]
+        if config.num_classes is not None and config.num_classes != self.num_classes:
+            raise SearchError(f"the data has {self.num_classes} classes, not {config.num_classes}",
+                              "drop the class count: it comes from the data")
+        #: Targets whose predicted latency extrapolates over part of the space; the caller says so once.
+        self.warnings = self._extrapolation_warnings()
+        self.evaluate = evaluate_accuracy
+        if self.uses_proxy:
+            self.evaluate = proxy_evaluator(self.proxy, repeats=config.repeats, zero_cost=config.zero_cost)
+        self._open_study(config, first)
+        self._poll = 0.02
+
+    # -- preparation ---------------------------------------------------------------------------
+    def _resolve_objectives(self, config: SearchConfig) -> None:
+        """Objectives, limits and target devices with canonical device names (predictors fitted here)."""
         raw = parse_objectives(config.objectives, config.target or DEFAULT_TARGET)
         self.predictors, resolve = self._load_predictors(raw, config)
         self.objectives = [Objective(o.kind, resolve(o.device) if o.device else None, o.maximize_cost) for o in raw]
@@ -145,34 +169,23 @@ class Search:
         if config.target and self.predictors:
             devices.insert(0, resolve(config.target))
         self.devices = list(dict.fromkeys(devices))
-        self.space = config.space
-        self.needs_accuracy = any(o.needs_accuracy for o in self.objectives)
-        # The data decides the class count, except with a custom evaluator (or none) and an explicit count.
-        self.uses_data = config.num_classes is None or (self.needs_accuracy and evaluate_accuracy is None)
-        self._data: dict[int, Any] = {}
-        self.num_classes = (len(self.data(self.space.resolutions[0]).classes) if self.uses_data
-                            else int(config.num_classes))  # type: ignore[arg-type]
-        if config.num_classes is not None and config.num_classes != self.num_classes:
-            raise SearchError(f"the data has {self.num_classes} classes, not {config.num_classes}",
-                              "drop the class count: it comes from the data")
-        #: Targets whose predicted latency extrapolates over part of the space; the caller says so once.
-        self.warnings = self._extrapolation_warnings()
-        self.evaluate = evaluate_accuracy
-        if self.needs_accuracy and self.evaluate is None:
-            self.evaluate = proxy_evaluator(config.proxy, config.zero_cost)
+
+    def _open_study(self, config: SearchConfig, first: DataBundle | None) -> None:
+        """Open (or create) the study, check or write its configuration and data record, set the sampler,
+        queue the presets and the interrupted trials."""
         self.storage = open_storage(config.storage, heartbeat_interval=config.heartbeat_interval,
                                     grace_period=config.grace_period, max_retry=config.max_retry)
         self.study_name = config.study or default_study_name(self.objectives)
         with storage_errors(config.storage):
             self.study = open_study(self.storage, self.study_name, self._stored_config(),
                                     [o.name for o in self.objectives], mask_url(config.storage))
+            if first is not None and self.settings is not None and self.recipe is not None:
+                record_data(self.study, self.settings, self.recipe, first)  # written once, checked on resume
             self.study.sampler = make_sampler(config.sampler, self._seed(self.study), config.trials,
                                               deterministic=not self.needs_accuracy)
             self.skipped = enqueue_presets(self.study, self.space, config.enqueue, self.num_classes)
             requeue_interrupted(self.study)
-        self._poll = 0.02
 
-    # -- preparation ---------------------------------------------------------------------------
     @staticmethod
     def _load_predictors(raw: Sequence[Objective], config: SearchConfig) -> tuple[dict[str, Any], Callable]:
         needed = any(o.kind == "latency" for o in raw) or bool(config.limits.max_latency)
@@ -194,23 +207,25 @@ class Search:
 
         return extrapolation_warnings(self.predictors, self.devices, self.space, self.num_classes)
 
-    def data(self, resolution: int) -> Any:
-        """The data bundle at ``resolution`` (loaded once; ``None`` with a custom evaluator and class count)."""
-        if not self.uses_data:
+    def data(self, resolution: int) -> DataBundle | None:
+        """The data bundle at ``resolution`` with the recipe (loaded once; None with a custom evaluator and
+        class count). The search reads its training and selection splits only."""
+        if self.settings is None:
             return None
         if resolution not in self._data:
-            from trials.data import load_data
-
-            self._data[resolution] = load_data(self.config.data, resolution)
+            self._data[resolution] = self.settings.load(resolution, self.recipe)
         return self._data[resolution]
 
     def _stored_config(self) -> dict[str, Any]:
         limits = self.limits.to_dict()
         limits.pop("min_acc")
+        proxy = None
+        if self.uses_proxy and self.proxy is not None:
+            proxy = {"budget": asdict(self.proxy.budget), "repeats": self.config.repeats}
         return {"objectives": [o.name for o in self.objectives],
                 "directions": [o.direction for o in self.objectives],
                 "limits": limits, "devices": self.devices, "space": self.space.to_dict(),
-                "num_classes": self.num_classes}
+                "num_classes": self.num_classes, "proxy": proxy}
 
     def _seed(self, study: optuna.Study) -> int | None:
         seed = self.config.seed
@@ -332,9 +347,8 @@ class Search:
         twin = self._twin(trial, spec.hash)
         if twin is not None:
             trial.set_user_attr("duplicate_of", twin.number)
-            for key, value in twin.user_attrs.items():
-                if key == "acc" or key == "bacc" or key.startswith(("proxy_", "zc_")):
-                    trial.set_user_attr(key, value)
+            for key, value in inherited(twin.user_attrs).items():
+                trial.set_user_attr(key, value)
             return list(twin.values)
         accuracy = None
         if self.needs_accuracy and reason is None:
@@ -343,11 +357,8 @@ class Search:
             for key in ("top1", "balanced_acc"):
                 if not math.isfinite(float(accuracy.get(key, math.nan))):
                     raise TrialFailureError(f"the accuracy proxy returned {key}={accuracy.get(key)}")
-            trial.set_user_attr("acc", float(accuracy["top1"]))
-            trial.set_user_attr("bacc", float(accuracy["balanced_acc"]))
-            for key, value in accuracy.items():
-                if key not in ("top1", "balanced_acc"):
-                    trial.set_user_attr(key if key.startswith("zc_") else f"proxy_{key}", value)
+            for key, value in trial_attrs(accuracy).items():
+                trial.set_user_attr(key, value)
         values = objective_values(self.objectives, metrics, accuracy)
         bad = [o.name for o, v in zip(self.objectives, values) if not math.isfinite(v)]
         if bad:

@@ -1,16 +1,22 @@
-"""Opening a search's study safely: samplers, the stored configuration check, enqueued presets and retries.
+"""Opening a search's study safely: samplers, the stored configuration check, the data record, enqueued
+presets and retries.
 
 A study made by ``nas search`` carries its configuration (objectives, directions, limits, target
-devices, space, class count) in the study attribute ``nas:config``. Reopening it with anything
-different is refused before the study is touched: the samplers' parameter distributions, the
-constraint keys and the meaning of the stored values would no longer match.
+devices, space, class count, the accuracy proxy's budget and seed repeats) in the study attribute ``nas:config``,
+and the data it searched on in ``nas:data`` (:class:`RecordedData`: the data settings, the recipe, the
+class names and every split's per-class counts). Reopening it with anything different is refused before
+the study is touched: the samplers' parameter distributions, the constraint keys and the meaning of the
+stored values would no longer match. ``nas train --trial`` and ``nas export --trial/--pareto`` read the
+data record to train on what the search ranked on.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.exceptions import ExperimentalWarning
@@ -20,10 +26,17 @@ from optuna.trial import TrialState
 from nas.objectives import SearchError
 from nas.space import SearchSpace, SpaceError
 from search_space import get_preset
+from search_space.errors import NasError
+
+if TYPE_CHECKING:
+    from trials.data import DataBundle, DataSettings
+    from trials.recipe import Recipe
 
 SAMPLERS = ("tpe", "nsga2", "nsga3", "gp", "random")
 CONFIG_ATTR = "nas:config"
-CONFIG_KEYS = ("objectives", "directions", "limits", "devices", "space", "num_classes")
+CONFIG_KEYS = ("objectives", "directions", "limits", "devices", "space", "num_classes", "proxy")
+DATA_ATTR = "nas:data"
+SPLITS = ("train", "selection", "test")
 
 
 def make_sampler(name: str, seed: int | None, trials: int, deterministic: bool) -> optuna.samplers.BaseSampler:
@@ -75,12 +88,120 @@ def open_study(storage: BaseStorage, name: str, wanted: dict[str, Any], metric_n
             study.set_metric_names(list(metric_names))
         return study
     for key in CONFIG_KEYS:
-        if stored.get(key) != wanted[key]:
-            raise SearchError(
-                f"study {name!r} in {where} was created with {key} {_short(stored.get(key))}, "
-                f"this search asks for {_short(wanted[key])}",
-                "resume with the original settings, or start a new study under another name")
+        if key not in stored and wanted.get(key) is not None:
+            raise SearchError(f"study {name!r} in {where} was made by an earlier version of nas search (it does "
+                              f"not record its {key})", "start a new study under another name")
+        if stored.get(key) != wanted.get(key):
+            was, asked = _differences(stored.get(key), wanted.get(key))
+            raise SearchError(f"study {name!r} in {where} was created with {key} {was}, this search asks for {asked}",
+                              "resume with the original settings, or start a new study under another name")
     return study
+
+
+# -- the data a study searched on ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RecordedData:
+    """What a study searched on (study attribute ``nas:data``): the data settings (source and split rule),
+    the recipe, the class names and every split's per-class image counts (which reveal a changed folder)."""
+
+    settings: DataSettings
+    recipe: Recipe
+    classes: tuple[str, ...]
+    counts: Mapping[str, tuple[int, ...]]  # "train", "selection", "test" → images per class
+
+    @classmethod
+    def of(cls, settings: DataSettings, recipe: Recipe, bundle: DataBundle) -> RecordedData:
+        """The record of ``bundle``, loaded with ``settings`` and ``recipe``."""
+        counts = {"train": bundle.train_counts, "selection": bundle.selection_counts, "test": bundle.test_counts}
+        return cls(settings, recipe, tuple(bundle.classes), {k: tuple(int(n) for n in v) for k, v in counts.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form (the ``nas:data`` attribute)."""
+        return {"settings": self.settings.to_dict(), "recipe": self.recipe.to_dict(), "classes": list(self.classes),
+                "counts": {k: list(self.counts[k]) for k in SPLITS}}
+
+    @classmethod
+    def from_dict(cls, body: Mapping[str, Any]) -> RecordedData:
+        """Inverse of :meth:`to_dict`; a damaged record is a :class:`SearchError`."""
+        from trials.data import DataSettings
+        from trials.recipe import Recipe
+
+        try:
+            counts = body["counts"]
+            return cls(DataSettings.from_dict(body["settings"]), Recipe.from_dict(body["recipe"]),
+                       tuple(str(c) for c in body["classes"]),
+                       {k: tuple(int(n) for n in counts[k]) for k in SPLITS})
+        except (KeyError, TypeError, ValueError, NasError) as exc:
+            raise SearchError(f"the study's data record is damaged ({exc})",
+                              "the study attribute was changed by hand; search again into a new study") from None
+
+    @property
+    def source(self) -> str:
+        """The data folder, or ``the embedded digits``."""
+        return self.settings.path or "the embedded digits"
+
+    def differences(self, bundle: DataBundle) -> list[str]:
+        """How ``bundle`` differs from the recorded data: classes, then per-class counts of each split."""
+        now = RecordedData.of(self.settings, self.recipe, bundle)
+        if now.classes != self.classes:
+            added = [c for c in now.classes if c not in self.classes]
+            removed = [c for c in self.classes if c not in now.classes]
+            parts = [f"{len(added)} classes added (e.g. {added[0]!r})"] if added else []
+            parts += [f"{len(removed)} classes removed (e.g. {removed[0]!r})"] if removed else []
+            return parts or ["the classes are in another order"]
+        out = []
+        for split in SPLITS:
+            changed = [i for i, (a, b) in enumerate(zip(self.counts[split], now.counts[split])) if a != b]
+            if changed:
+                i = changed[0]
+                out.append(f"{split} images of {len(changed)} classes differ (e.g. {self.classes[i]!r}: "
+                           f"{self.counts[split][i]} then, {now.counts[split][i]} now)")
+        return out
+
+    def check_source(self) -> None:
+        """Raise one :class:`SearchError` line when the recorded data folder is missing."""
+        if self.settings.path is not None and not Path(self.settings.path).expanduser().is_dir():
+            raise SearchError(f"the data folder {self.source} of the search is missing",
+                              "restore the data the study searched on, or give other data explicitly")
+
+    def check(self, bundle: DataBundle) -> None:
+        """Raise one :class:`SearchError` line when ``bundle`` (loaded with the recorded settings and recipe)
+        holds other classes or other per-class counts than the data the study searched on."""
+        diffs = self.differences(bundle)
+        if diffs:
+            raise SearchError(f"the data folder {self.source} changed since the search: {'; '.join(diffs)}",
+                              "restore the data the study searched on, or give other data explicitly")
+
+    def load(self, resolution: int) -> DataBundle:
+        """The recorded data at ``resolution`` with the recorded recipe, checked (folder, classes, counts)."""
+        self.check_source()
+        bundle = self.settings.load(resolution, self.recipe)
+        self.check(bundle)
+        return bundle
+
+
+def recorded_data(study: optuna.Study) -> RecordedData | None:
+    """The data record of ``study`` (None for a study without one: cost-only, or made by an older version)."""
+    body = study.user_attrs.get(DATA_ATTR)
+    return None if body is None else RecordedData.from_dict(body)
+
+
+def record_data(study: optuna.Study, settings: DataSettings, recipe: Recipe, bundle: DataBundle) -> RecordedData:
+    """Record what ``study`` searches on; a study that has a record must match it (settings, recipe, classes
+    and counts), else one :class:`SearchError` line and nothing is written."""
+    new = RecordedData.of(settings, recipe, bundle)
+    old = recorded_data(study)
+    if old is None:
+        study.set_user_attr(DATA_ATTR, new.to_dict())
+        return new
+    for what, before, now in (("data", old.settings, settings), ("recipe", old.recipe, recipe)):
+        if before != now:
+            was, asked = _differences(before.to_dict(), now.to_dict())
+            raise SearchError(f"study {study.study_name!r} searched with {what} {was}; this search asks for {asked}",
+                              "resume with the original data and recipe, or start a new study under another name")
+    old.check(bundle)
+    return old
 
 
 def enqueue_presets(study: optuna.Study, space: SearchSpace, names: Sequence[str], num_classes: int) -> list[str]:
@@ -113,5 +234,14 @@ def requeue_interrupted(study: optuna.Study) -> int:
 
 
 def _short(value: Any) -> str:
-    text = str(value)
+    text = f"{value:g}" if isinstance(value, float) else str(value)
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _differences(was: Any, asked: Any, path: str = "") -> tuple[str, str]:
+    """``("repeats 2", "repeats 3")``: the parts of two values that differ (nested mappings by key path)."""
+    if not (isinstance(was, Mapping) and isinstance(asked, Mapping)):
+        return (f"{path} " if path else "") + _short(was), (f"{path} " if path else "") + _short(asked)
+    pairs = [_differences(was.get(k), asked.get(k), f"{path} {k}".strip())
+             for k in sorted(set(was) | set(asked), key=str) if was.get(k) != asked.get(k)]
+    return ", ".join(a for a, _ in pairs), ", ".join(b for _, b in pairs)

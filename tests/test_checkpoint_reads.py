@@ -105,7 +105,7 @@ def test_train_resume_reads_last_pt_once(run_dir: Path, tmp_path: Path, reads: R
 
 
 def test_eval_reads_the_checkpoint_once(run_dir: Path, reads: Reads, capsys) -> None:
-    assert main(["eval", "--checkpoint", str(run_dir / "best.pt"), "--split", "both", "-f", "json"]) == 0
+    assert main(["eval", "--checkpoint", str(run_dir / "best.pt"), "--split", "all", "-f", "json"]) == 0
     assert '"balanced_acc"' in capsys.readouterr().out
     _once(reads, run_dir / "best.pt")
 
@@ -114,7 +114,7 @@ def test_export_checkpoint_reads_it_once(run_dir: Path, tmp_path: Path, reads: R
     out = tmp_path / "export"
     argv = ["export", "--checkpoint", str(run_dir / "last.pt"), "--out", str(out), "--calibration-images", "16"]
     assert main([*argv, "-f", "json"]) == 0
-    assert '"fp32_top1"' in capsys.readouterr().out
+    assert '"test_fp32_top1"' in capsys.readouterr().out
     _once(reads, run_dir / "last.pt")
     card = (out / "model_card.json").read_text()
     assert hashlib.sha256((run_dir / "last.pt").read_bytes()).hexdigest() in card  # the hash of the one read

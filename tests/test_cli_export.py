@@ -10,11 +10,15 @@ import numpy as np
 import onnxruntime as ort
 import optuna
 import pytest
+from PIL import Image
 
 from nas.cli import main
+from nas.study import record_data, recorded_data
 from search_space import ArchSpec
+from trials.data import DataSettings
 from trials.export import FP32_NAME, INT8_NAME
 from trials.model_card import CARD_NAME, load_card, sha256_file
+from trials.recipe import DIGITS_RECIPE
 
 ARCH = "qarepvgg_d1-1-1-1_w0.25-0.25-0.25-0.25_g1_r32_c10"
 QUICK = ["--epochs", "1", "--max-steps", "4", "--batch-size", "16", "--calibration-images", "16"]
@@ -76,9 +80,11 @@ def test_export_checkpoint_reproduces_the_same_model(arch_export, tmp_path, caps
     row = json.loads(capsys.readouterr().out)["rows"][0]
     card = load_card(out)
     assert card.data["training"]["from"] == "checkpoint" and "checkpoint.pt" not in {p.name for p in out.iterdir()}
-    # the recorded split (seed 3) is reused, so the validation images and the accuracy are the same
-    assert card.data["data"]["seed"] == 3 == load_card(first).data["data"]["seed"]
-    assert row["fp32_top1"] == load_card(first).data["accuracy"]["fp32"]["top1"]
+    # the recorded splits (a new run's split seed is its training seed, 3) are reused: the same test images
+    assert card.data["data"]["settings"] == load_card(first).data["data"]["settings"] == DataSettings(seed=3).to_dict()
+    assert card.data["data"]["recipe"] == DIGITS_RECIPE.to_dict()
+    assert row["test_fp32_top1"] == load_card(first).data["accuracy"]["fp32"]["top1"]
+    assert row["selection_fp32_bal"] == load_card(first).data["accuracy"]["selection"]["fp32"]["balanced_acc"]
     x = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
     np.testing.assert_allclose(_run_onnx(out / FP32_NAME, x), _run_onnx(first / FP32_NAME, x), atol=1e-5)
 
@@ -120,12 +126,16 @@ def test_failed_parity_exits_nonzero_and_removes_the_outputs(arch_export, tmp_pa
     assert not out.exists()
 
 
-def _study(tmp_path: Path, specs: list[tuple[str, float, float]]) -> str:
+def _study(tmp_path: Path, specs: list[tuple[str, float, float]], record: bool = True) -> str:
+    """A study of ``specs``; with ``record`` it records the digits (at most 40 per class), as nas search does."""
     url = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(study_name="tiny", storage=url, directions=["maximize", "minimize"])
     for spec, acc, macs in specs:
         study.add_trial(optuna.trial.create_trial(
             values=[acc, macs], user_attrs={"spec": spec, "spec_hash": ArchSpec.parse(spec).hash, "acc": acc}))
+    if record:
+        settings = DataSettings(max_per_class=40)
+        record_data(study, settings, DIGITS_RECIPE, settings.load(32, DIGITS_RECIPE))
     return url
 
 
@@ -137,11 +147,66 @@ def test_export_trial_and_missing_trial(tmp_path, capsys):
     card = load_card(out)
     assert card.data["source"]["kind"] == "trial" and card.data["source"]["trial"] == 0
     assert card.data["spec"] == small and card.data["source"]["study"] == "tiny"
+    assert card.data["data"]["settings"] == DataSettings(max_per_class=40).to_dict()  # the study's record
     capsys.readouterr()
     missing = tmp_path / "t9"
     assert main(["export", "--trial", "9", "--storage", url, "--out", str(missing), *QUICK]) == 1
     assert "has no trial 9" in _one_line_error(capsys)
     assert not missing.exists()
+
+
+def test_export_trial_of_a_study_without_the_record_is_one_line(tmp_path, capsys):
+    """Before studies recorded their data, this trained on the embedded digits whatever the search used."""
+    url = _study(tmp_path, [("repvgg_d1-1-1-1_w0.25-0.25-0.25-0.25_g1_r32_c43", 0.5, 1e6)], record=False)
+    out = tmp_path / "t0"
+    assert main(["export", "--trial", "0", "--storage", url, "--out", str(out), *QUICK]) == 1
+    assert "does not record the data and recipe" in _one_line_error(capsys)
+    assert not out.exists()
+
+
+def _image_folder(root: Path) -> Path:
+    """Three classes of 30, 20 and 12 small noisy images, one colour each (learnable in a few steps)."""
+    rng = np.random.default_rng(0)
+    for c, (n, colour) in enumerate([(30, (200, 40, 40)), (20, (40, 200, 40)), (12, (40, 40, 200))]):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(n):
+            pixels = (rng.integers(0, 60, (40, 40, 3)) + np.array(colour)).clip(0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / f"class{c}" / f"{i}.png")
+    return root
+
+
+def test_export_trial_without_data_flags_reproduces_the_data_the_search_used(tmp_path, capsys):
+    folder = _image_folder(tmp_path / "images")
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    search = ["search", "--data", str(folder), "--selection-ratio", "0.2", "--hflip", "0", "--trials", "2",
+              "--storage", url, "--study", "s", "-o", "acc,macs", "--resolution", "32", "--depths", "1",
+              "--widths", "0.25", "--blocks", "repvgg,qarepvgg", "--proxy-steps", "4"]
+    assert main(search) == 0
+    record = recorded_data(optuna.load_study(study_name="s", storage=url))
+    assert record is not None and record.settings.path == str(folder) and record.classes == ("class0", "class1",
+                                                                                             "class2")
+    capsys.readouterr()
+    out = tmp_path / "export"
+    assert main(["export", "--trial", "0", "--storage", url, "--out", str(out), *QUICK]) == 0
+    card = load_card(out).data
+    # the folder, its split rule and the recipe the search recorded: 3 classes, not the embedded digits' 10
+    assert card["data"]["settings"] == record.settings.to_dict() and card["classes"] == list(record.classes)
+    assert card["data"]["recipe"] == record.recipe.to_dict() and card["data"]["recipe"]["hflip"] == 0
+    report = card["data"]["report"]
+    # 30/20/12 images: test floor(0.1 n) = 3/2/1, selection floor(0.2 n) = 6/4/2 (an independent count)
+    assert (report["test_images"], report["selection_images"]) == (6, 12) == (card["accuracy"]["images"],
+                                                                             card["accuracy"]["selection"]["images"])
+    assert card["arch"]["num_classes"] == 3 and not any("class count" in n for n in card["notes"])
+    # a changed folder is one line, and nothing is written
+    (folder / "class1" / "0.png").unlink()
+    changed = tmp_path / "changed"
+    assert main(["export", "--trial", "0", "--storage", url, "--out", str(changed), *QUICK]) == 1
+    assert "changed since the search" in _one_line_error(capsys)
+    assert not changed.exists()
+    # explicit data flags override the record (noted on the card): here the changed folder, knowingly
+    assert main(["export", "--trial", "0", "--storage", url, "--out", str(changed), "--data", str(folder),
+                 "--selection-ratio", "0.25", *QUICK]) == 0
+    assert any("instead of the study's" in n for n in load_card(changed).data["notes"])
 
 
 def test_export_pareto_exports_each_front_trial_in_its_own_folder(tmp_path, capsys):

@@ -13,11 +13,13 @@ import pytest
 from nas.cli import build_parser, main
 from nas.cli._common import _RenamedFlag
 
-#: The renames of issue 9 outside ``nas hw`` (a known answer): command -> {old spelling: new name}.
+#: The renames of issues 9 and 10 outside ``nas hw`` (a known answer): command -> {old spelling: new name}.
+SPLIT_RENAMES = {"--val-ratio": "--selection-ratio", "--augment": "--randaugment"}  # issue 10: three splits, recipe
 RENAMED = {
-    "search": {"--device": "--target", "--hardware": "--tables"},
-    "train": {"--sampler": "--data-sampler", "--threads": "--torch-threads"},
-    "export": {"--hardware": "--tables", "--sampler": "--data-sampler", "--threads": "--ort-threads"},
+    "search": {"--device": "--target", "--hardware": "--tables"},  # it never had --val-ratio or --augment
+    "train": {"--sampler": "--data-sampler", "--threads": "--torch-threads", **SPLIT_RENAMES},
+    "export": {"--hardware": "--tables", "--sampler": "--data-sampler", "--threads": "--ort-threads", **SPLIT_RENAMES},
+    "eval": {"--val-ratio": "--selection-ratio"},
 }
 #: Old names and the only commands where they still carry a (different, single) meaning.
 OLD_NAMES = {
@@ -133,7 +135,7 @@ def test_export_options_reach_the_library_under_both_spellings(monkeypatch, tmp_
     seen = []
 
     def fake_export_arch(arch, out_dir, **kwargs):
-        seen.append((kwargs["options"], kwargs["config"].data_sampler))
+        seen.append((kwargs["options"], kwargs["recipe"]["data_sampler"]))
         raise ExportError("stopped by the test")
 
     monkeypatch.setattr(nas.deploy, "export_arch", fake_export_arch)
@@ -159,7 +161,7 @@ def test_train_threads_and_data_sampler_reach_the_library_under_both_spellings(m
     seen = []
 
     def fake_run_training(arch, out_dir, **kwargs):
-        seen.append((torch.get_num_threads(), kwargs["config"]["data_sampler"]))
+        seen.append((torch.get_num_threads(), kwargs["recipe"]["data_sampler"]))
         raise TrainError("stopped by the test")
 
     monkeypatch.setattr(nas.runs, "run_training", fake_run_training)

@@ -143,3 +143,59 @@ def test_main_job_acc_latency_on_the_embedded_default(capsys, tmp_path, monkeypa
     trained = [t for t in study.get_trials(states=(TrialState.COMPLETE,)) if "proxy_wall_s" in t.user_attrs]
     assert trained and all(0 <= t.values[0] <= 1 and t.values[1] > 0 for t in trained)
     assert all(t.user_attrs["acc"] == t.values[0] for t in trained)
+    for row in body["rows"]:  # both axes carry their interval; ties name other front members
+        assert row["acc_low"] <= row["acc_high"]
+        assert row["latency_T4_low"] <= row["latency_T4"] <= row["latency_T4_high"]
+        assert set(row["tied_with"]) <= {r["number"] for r in body["rows"]} - {row["number"]}
+    trial_lines = [line for line in err.splitlines() if line.startswith("trial ")]
+    both = re.compile(r"acc=[\d.]+ \[[\d.]+–[\d.]+\], latency_T4=[\d.]+ \[[\d.]+–[\d.]+\]")
+    assert len(trial_lines) == 6 and all(both.search(line) for line in trial_lines)  # each shows both intervals
+
+    code, out, err = _run(capsys, "pareto", "-f", "csv")
+    header = out.splitlines()[0].split(",")
+    assert code == 0 and header[:8] == ["number", "acc", "acc_low", "acc_high", "latency_T4", "latency_T4_low",
+                                        "latency_T4_high", "tied_with"]
+    code, out, err = _run(capsys, "pareto", "--pick", "knee")
+    assert code == 0 and "acc 90%" in out and "T4 90%" in out and "tied_with" in out
+    assert "pick_within_noise: " in out and "90% intervals: accuracy by bootstrap over the 170 scored" in out
+    code, out, err = _run(capsys, "pareto", "--pick", "knee", "-f", "json")
+    body = json.loads(out)
+    knee = next(r for r in body["rows"] if r["number"] == body["pick"]["number"])
+    assert body["pick_tied_with"] == knee["tied_with"]
+
+
+def test_recipe_and_budget_flags_reach_the_study_and_a_change_is_refused(capsys, db):
+    tiny = ["search", "-o", "acc,macs", "--depths", "1,1,1,1", "--widths", "0.25", "--storage", db, "--study", "r",
+            "--proxy-epochs", "1", "--proxy-steps", "2", "--proxy-selection", "3", "--trials", "1"]
+    code, _, err = _run(capsys, *tiny, "--hflip", "0.3", "--crop-scale", "0.7,1", "--loss", "balanced_softmax",
+                          "--selection-ratio", "0.2", "--repeats", "2")
+    assert code == 0, err
+    study = optuna.load_study(study_name="r", storage=db)
+    record = study.user_attrs["nas:data"]
+    assert record["recipe"]["hflip"] == 0.3 and record["recipe"]["crop_scale"] == [0.7, 1.0]
+    assert record["recipe"]["loss"] == "balanced_softmax" and record["recipe"]["long_tail"] == "exp:10"  # digits'
+    assert record["settings"]["selection_ratio"] == 0.2 and sum(record["counts"]["selection"]) == 10 * 34
+    proxy = study.user_attrs["nas:config"]["proxy"]
+    assert (proxy["repeats"], proxy["budget"]["epochs"], proxy["budget"]["max_steps"]) == (2, 1, 2)
+    (trial,) = study.get_trials(states=(TrialState.COMPLETE,))
+    assert trial.user_attrs["proxy_selection_images"] == 30 and len(trial.user_attrs["acc_seeds"]) == 2
+    _one_line_error(*_run(capsys, *tiny, "--hflip", "0", "--crop-scale", "0.7,1", "--loss", "balanced_softmax",
+                          "--selection-ratio", "0.2", "--repeats", "2")[::2],
+                    "searched with recipe hflip 0.3; this search asks for hflip 0")
+    _one_line_error(*_run(capsys, *tiny, "--hflip", "2")[::2], "hflip 2.0 is not a probability")
+    _one_line_error(*_run(capsys, *tiny, "--repeats", "0")[::2], "repeats must be at least 1")
+    assert len(optuna.load_study(study_name="r", storage=db).trials) == 1
+
+
+def test_proxy_budget_flags_document_the_budgets_defaults():
+    import argparse
+
+    from nas.cli import build_parser
+    from trials.proxy import ProxyBudget
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {a.option_strings[0]: a.help for a in sub.choices["search"]._actions if a.option_strings}
+    budget = ProxyBudget()
+    for flag, value in (("--proxy-epochs", budget.epochs), ("--proxy-steps", budget.max_steps),
+                        ("--proxy-images", budget.train_images), ("--proxy-selection", budget.selection_per_class)):
+        assert f"(default {value})" in helps[flag], flag

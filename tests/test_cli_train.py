@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from nas.cli import main
-from nas.cli import train as cli_train
+from nas.cli import options as cli_options
 from nas.runs import HISTORY_COLUMNS
 from trials.checkpoint import Checkpoint
+from trials.data import DataSettings
 from trials.losses import LOSSES
+from trials.recipe import DIGITS_RECIPE
 
 TINY = "repvgg_d1-1-1-1_w0.25-0.25-0.25-0.25_r32"
 QUICK = ["--max-per-class", "12", "--batch-size", "16", "--torch-threads", "1"]
@@ -50,9 +52,26 @@ def test_train_writes_checkpoints_metrics_and_json(tmp_path, capsys) -> None:
     assert {p.name for p in out.iterdir()} == {"last.pt", "best.pt", "metrics.json"}
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["balanced_acc"] == body["balanced_acc"] and len(saved["history"]) == 2
-    data = Checkpoint.read(out / "last.pt").data
-    assert data.path is None and data.max_per_class == 12 and data.seed == 0 and data.resolution == 32
-    assert saved["data"] == data.to_dict()  # metrics.json records what the checkpoint records
+    ckpt = Checkpoint.read(out / "last.pt")
+    assert ckpt.data == DataSettings(max_per_class=12) and ckpt.config.recipe == DIGITS_RECIPE
+    assert saved["data"] == ckpt.data.to_dict()  # metrics.json records what the checkpoint records
+
+
+def test_recipe_and_split_flags_reach_the_checkpoint_and_old_spellings_still_work(tmp_path, capsys) -> None:
+    out = tmp_path / "flags"
+    argv = ["train", "--arch", TINY, "--out", str(out), "--epochs", "1", "--max-steps", "1", *QUICK,
+            "--hflip", "0.3", "--crop-scale", "0.5,1", "--loss", "balanced_softmax", "--long-tail", "exp:3",
+            "--val-ratio", "0.2", "--sampler", "class_balanced", "--test-ratio", "0.25", "--seed", "4"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "--val-ratio is deprecated; use --selection-ratio" in err and "--sampler is deprecated" in err
+    ckpt = Checkpoint.read(out / "last.pt")
+    assert ckpt.config.recipe == DIGITS_RECIPE.replace(hflip=0.3, crop_scale=(0.5, 1.0), loss="balanced_softmax",
+                                                       long_tail="exp:3", data_sampler="class_balanced")
+    # a new run's split seed is its training seed
+    assert ckpt.data == DataSettings(selection_ratio=0.2, test_ratio=0.25, seed=4, max_per_class=12)
+    assert ckpt.data_report["test_images"] == 10 * 3  # floor(0.25 · 12) per digit
+    assert main(["train", "--arch", TINY, "--out", str(tmp_path / "bad"), "--crop-scale", "0.5"]) == 2
 
 
 def test_csv_carries_the_history(run_dir, tmp_path, capsys) -> None:
@@ -114,7 +133,53 @@ def test_resume_without_a_checkpoint_and_train_without_arch(tmp_path, capsys) ->
 
 
 def test_the_cli_knows_every_loss() -> None:
-    assert cli_train.LOSSES == LOSSES
+    assert cli_options.LOSSES == LOSSES
+
+
+def _study_with_record(tmp_path: Path, record: bool = True) -> str:
+    """A study with one trial of the tiny spec; with ``record`` it records the digits at selection 0.2 (seed 5)
+    and a recipe with a flip, as ``nas search`` does."""
+    import optuna
+
+    from nas.study import record_data
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="rec", storage=url, directions=["maximize"])
+    study.add_trial(optuna.trial.create_trial(values=[0.5], user_attrs={"spec": TINY + "_c10"}))
+    if record:
+        settings, recipe = DataSettings(selection_ratio=0.2, seed=5, max_per_class=12), DIGITS_RECIPE.replace(hflip=0.5)
+        record_data(study, settings, recipe, settings.load(32, recipe))
+    return url
+
+
+def test_train_trial_uses_the_data_and_recipe_the_study_recorded(tmp_path, capsys) -> None:
+    url = _study_with_record(tmp_path)
+    out = tmp_path / "t0"
+    assert main(["train", "--trial", "0", "--storage", url, "--out", str(out), "--epochs", "1", "--max-steps", "2",
+                 "--batch-size", "16", "--torch-threads", "1", "-f", "json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    ckpt = Checkpoint.read(out / "last.pt")
+    assert ckpt.data == DataSettings(selection_ratio=0.2, seed=5, max_per_class=12) and ckpt.config.seed == 0
+    assert ckpt.config.recipe == DIGITS_RECIPE.replace(hflip=0.5)
+    assert ckpt.spec.to_string() == body["spec"] == "repvgg_d1-1-1-1_w0.25-0.25-0.25-0.25_g1_r32_c10"
+    assert ckpt.data_report["selection_images"] == 10 * 2  # floor(0.2 · 12) per digit
+    # a flag given overrides the record, with a note
+    out2 = tmp_path / "t0b"
+    assert main(["train", "--trial", "0", "--storage", url, "--out", str(out2), "--epochs", "1", "--max-steps", "1",
+                 "--batch-size", "16", "--hflip", "0", "--torch-threads", "1"]) == 0
+    assert "instead of the study's" in capsys.readouterr().err
+    assert Checkpoint.read(out2 / "last.pt").config.recipe == DIGITS_RECIPE
+
+
+def test_train_trial_of_a_study_without_the_record_is_one_line(tmp_path, capsys) -> None:
+    url = _study_with_record(tmp_path, record=False)
+    assert main(["train", "--trial", "0", "--storage", url, "--out", str(tmp_path / "t")]) == 1
+    errors = _error_lines(capsys.readouterr().err)
+    assert len(errors) == 1 and "does not record the data and recipe" in errors[0]
+    assert not (tmp_path / "t").exists()
+    assert main(["train", "--trial", "3", "--storage", url, "--out", str(tmp_path / "t")]) == 1
+    assert "has no trial 3" in capsys.readouterr().err
+    assert main(["train", "--trial", "0", "--resume", "--out", str(tmp_path)]) == 2
 
 
 def test_help_shows_examples_and_torchrun(capsys) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import warnings
 
 import numpy as np
@@ -12,7 +14,8 @@ from hypothesis import strategies as st
 from optuna._hypervolume import compute_hypervolume  # private, used only as an independent check
 
 from nas.objectives import Limits, SearchError
-from nas.pareto import hypervolume, knee_index, non_dominated, normalize, pareto_front, pick
+from nas.pareto import hypervolume, knee_index, non_dominated, normalize, pareto_front, pick, within_noise
+from nas.pareto_plot import plot_front
 
 
 def _dominates(a, b):
@@ -56,12 +59,12 @@ def test_knee_is_the_bulge_and_falls_back_to_utopia():
     assert knee_index(np.array([[0.2, 0.2, 0.2], [0.0, 1.0, 1.0], [1.0, 0.0, 0.0]])) == 0
 
 
-def _study(rows, directions=("maximize", "minimize")):
+def _study(rows, directions=("maximize", "minimize"), names=("acc", "latency_T4")):
     """An in-memory study of COMPLETE trials: rows = (values, attrs, constraints)."""
     study = optuna.create_study(directions=list(directions), storage=optuna.storages.InMemoryStorage())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(["acc", "latency_T4"][: len(directions)])
+        study.set_metric_names(list(names)[: len(directions)])
     for values, attrs, cons in rows:
         dist = optuna.distributions.IntDistribution(0, 10_000)
         study.add_trial(optuna.trial.create_trial(values=list(values), params={"i": len(study.trials)},
@@ -104,3 +107,32 @@ def test_empty_front():
     assert front.rows == [] and front.hypervolume == 0
     with pytest.raises(SearchError, match="no feasible complete trial"):
         pick(front, "knee")
+
+
+def _noisy(number_acc_lat):
+    """Front trials with accuracy ±0.02 and latency ±20 % intervals."""
+    return [((a, lat), {"spec_hash": str(i), "acc": a, "acc_low": a - 0.02, "acc_high": a + 0.02, "latency_T4": lat,
+                        "latency_T4_low": lat * 0.8, "latency_T4_high": lat * 1.2}, {"c": 0.0})
+            for i, (a, lat) in enumerate(number_acc_lat)]
+
+
+def test_front_members_within_noise_are_marked_and_named_by_the_pick(tmp_path):
+    # acc 0.95/0.94 overlap (0.93 ≤ 0.96) and latency 1.0/0.9 overlap (0.8 ≤ 1.08): tied. 0.80 is clear of both.
+    study = _study(_noisy([(0.95, 1.0), (0.94, 0.9), (0.80, 0.3)]))
+    front = pareto_front(study)
+    assert front.interval_names == ["acc", "latency_T4"]
+    assert {r["number"]: r["tied_with"] for r in front.rows} == {0: [1], 1: [0], 2: []}
+    assert within_noise(front, front.rows[2]) == [] and within_noise(front, front.rows[0]) == [1]
+    assert within_noise(front, pick(front, "best-acc-under", Limits.parse(["T4=1.5"]))) == [1]
+    png, html = plot_front(front, tmp_path / "f.png"), plot_front(front, tmp_path / "f.html")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    text = html.read_text()
+    bars = [json.loads(m) for m in re.findall(r'"error_[xy]":(\{[^}]*\})', text)]  # traces (and the template)
+    front_bars = {(tuple(np.round(b["arrayminus"], 6)), tuple(np.round(b["array"], 6))) for b in bars if "array" in b}
+    assert ((0.02, 0.02, 0.02), (0.02, 0.02, 0.02)) in front_bars  # accuracy: value − low, high − value
+    assert ((0.2, 0.18, 0.06), (0.2, 0.18, 0.06)) in front_bars  # latency ±20 %, front order
+    assert "tied with another member" in text
+    rows3 = [((a, lat, m), {**attrs, "memory_kib": m}, c)
+             for ((a, lat), attrs, c), m in zip(_noisy([(0.95, 1.0), (0.8, 0.3)]), (10.0, 20.0))]
+    three = _study(rows3, ("maximize", "minimize", "minimize"), ("acc", "latency_T4", "memory_kib"))
+    assert plot_front(pareto_front(three), tmp_path / "f3.png").exists()  # 3-D error bars

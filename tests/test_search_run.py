@@ -34,7 +34,7 @@ class FakeAccuracy:
         acc = 1 - 1 / (1 + analyze(spec).macs / 2e6)
         if isinstance(action, float):
             acc = action
-        return {"top1": acc, "balanced_acc": acc * 0.9, "wall_s": 0.01}
+        return {"top1": acc, "balanced_acc": acc * 0.9, "wall_s": 0.01, "acc_low": acc - 0.05, "acc_high": acc + 0.05}
 
 
 def config(**kw) -> SearchConfig:
@@ -68,6 +68,10 @@ def test_total_duplicates_and_infeasible_trials_are_never_trained():
         for t in group:
             assert t.values == originals[0].values
             assert t.user_attrs.get("duplicate_of", originals[0].number) == originals[0].number
+            for key in ("acc", "acc_low", "acc_high", "proxy_wall_s"):  # a duplicate carries its twin's figures
+                assert t.user_attrs.get(key) == originals[0].user_attrs.get(key)
+            if originals[0].user_attrs["feasible"]:
+                assert t.user_attrs["acc_low"] == pytest.approx(t.values[0] - 0.05)
         feasible = originals[0].user_attrs["feasible"]
         assert (h in trained) == feasible  # exactly the feasible specs were trained
     assert study.metric_names == ["acc", "macs"]

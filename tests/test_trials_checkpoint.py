@@ -12,17 +12,19 @@ import torch
 from search_space.model import build_model
 from search_space.spec import ArchSpec
 from trials import checkpoint as ckpt_mod
-from trials.checkpoint import Checkpoint, DataSettings
+from trials.checkpoint import LEGACY_TEST_NOTE, Checkpoint
 from trials.config import TrainConfig
-from trials.data import load_data
+from trials.data import DataSettings, load_data
 from trials.errors import TrainError
+from trials.recipe import DIGITS_RECIPE, Recipe
 from trials.train import train
 
 TINY = ArchSpec((1, 1, 1, 1), (0.25, 0.25, 0.25, 0.25), resolution=32, num_classes=10)
 CLASSES = [str(i) for i in range(10)]
-#: The keys of format version 1, as docs/train.md lists them (a training run writes every one).
-V1_KEYS = {"format", "version", "spec", "config", "classes", "model_form", "epoch", "step", "model", "optimizer",
+#: The keys of format version 2, as docs/train.md lists them (a training run writes every one).
+V2_KEYS = {"format", "version", "spec", "config", "classes", "model_form", "epoch", "step", "model", "optimizer",
            "scheduler", "scaler", "loss", "rng", "history", "best", "metrics", "data"}
+AUGMENTED = DIGITS_RECIPE.replace(randaugment=True)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -36,11 +38,12 @@ def digits():
 @pytest.fixture(scope="module")
 def digits_augmented():
     """Augmentation draws from torch's global RNG: resume must restore it to match."""
-    return load_data(None, 32, max_per_class=40, augment=True)
+    return load_data(None, 32, max_per_class=40, recipe=AUGMENTED)
 
 
-def _cfg(**kw) -> TrainConfig:
-    return TrainConfig(**{"epochs": 2, "batch_size": 32, "lr": 0.05, "device": "cpu", "seed": 3, **kw})
+def _cfg(recipe: Recipe = DIGITS_RECIPE, **kw) -> TrainConfig:
+    """A short config with the digits' recipe (the data's: training refuses another), ``kw`` on top."""
+    return TrainConfig(epochs=2, batch_size=32, lr=0.05, device="cpu", seed=3, recipe=recipe).replace(**kw)
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +57,10 @@ def trained(tmp_path_factory, digits) -> Path:
                                                        ("eqlv2", "class_balanced", "digits")])
 def test_resume_equals_an_uninterrupted_run(tmp_path, request, loss, sampler, data) -> None:
     bundle = request.getfixturevalue(data)
-    full = train(TINY, bundle, _cfg(loss=loss, data_sampler=sampler), out_dir=tmp_path / "full")
-    train(TINY, bundle, _cfg(loss=loss, data_sampler=sampler, epochs=1), out_dir=tmp_path / "split")
-    resumed = train(TINY, bundle, _cfg(loss=loss, data_sampler=sampler), out_dir=tmp_path / "split", resume=True)
+    kw = {"recipe": bundle.recipe, "loss": loss, "data_sampler": sampler}
+    full = train(TINY, bundle, _cfg(**kw), out_dir=tmp_path / "full")
+    train(TINY, bundle, _cfg(**kw, epochs=1), out_dir=tmp_path / "split")
+    resumed = train(TINY, bundle, _cfg(**kw), out_dir=tmp_path / "split", resume=True)
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert a.keys() == b.keys()
     for key in a:
@@ -71,22 +75,25 @@ def test_resuming_from_a_checkpoint_object_equals_resuming_from_the_file(tmp_pat
     shutil.copytree(trained, by_object)
     a = train(TINY, digits, _cfg(epochs=3), out_dir=by_file, resume=True)
     b = train(TINY, digits, _cfg(epochs=3), out_dir=by_object, resume=Checkpoint.read(by_object / "last.pt"))
-    keys = ("epoch", "step", "train_loss", "val_top1", "val_balanced_acc", "lr")  # not the timings
+    keys = ("epoch", "step", "train_loss", "selection_top1", "selection_balanced_acc", "lr")  # not the timings
     assert [h[k] for h in a.history for k in keys] == pytest.approx([h[k] for h in b.history for k in keys])
     for key, value in a.model.state_dict().items():
         torch.testing.assert_close(value, b.model.state_dict()[key], msg=key)
 
 
-def test_the_file_is_format_version_1_with_every_documented_key(trained, digits) -> None:
+def test_the_file_is_format_version_2_with_every_documented_key(trained, digits) -> None:
     raw = torch.load(trained / "last.pt", map_location="cpu", weights_only=True)  # the file, not our reader
-    assert set(raw) == V1_KEYS and raw["format"] == "repvgg-hwnas-checkpoint" and raw["version"] == 1
+    assert set(raw) == V2_KEYS and raw["format"] == "repvgg-hwnas-checkpoint" and raw["version"] == 2
     assert ArchSpec.from_dict(raw["spec"]) == TINY and raw["config"] == _cfg().to_dict()
+    assert raw["config"]["recipe"]["hflip"] == 0.0 and raw["config"]["recipe"]["long_tail"] == "exp:10"
     assert raw["classes"] == CLASSES and raw["epoch"] == 2 and raw["model_form"] == "train"
     steps_per_epoch = len(digits.train) // 32  # drop_last: every step a full batch
     assert raw["step"] == 2 * steps_per_epoch and raw["metrics"] == raw["history"][-1]
-    data = raw["data"]
-    assert (data["path"], data["seed"], data["resolution"], data["val_ratio"]) == (None, 3, 32, 0.1)
-    assert data["source"] == digits.report.source and data["train_images"] == len(digits.train)
+    # the settings the fixture loaded with (load_data(None, 32, max_per_class=40): the defaults otherwise)
+    assert raw["data"]["settings"] == {"path": None, "selection_ratio": 0.1, "test_ratio": 0.1, "seed": 0,
+                                       "max_per_class": 40}
+    report = raw["data"]["report"]
+    assert report["source"] == "embedded:sklearn-digits" and report["train_images"] == len(digits.train)
 
 
 def test_read_gives_typed_accessors(trained, digits) -> None:
@@ -95,19 +102,29 @@ def test_read_gives_typed_accessors(trained, digits) -> None:
     assert ckpt.epoch == 2 and len(ckpt.history) == 2 and ckpt.training is not None
     assert ckpt.source == trained / "last.pt"
     assert ckpt.sha256 == hashlib.sha256((trained / "last.pt").read_bytes()).hexdigest()
-    accs = [h["val_balanced_acc"] for h in ckpt.history]
+    accs = [h["selection_balanced_acc"] for h in ckpt.history]
     assert ckpt.best == {"epoch": 1 + accs.index(max(accs)), "balanced_acc": max(accs),
-                         "top1": ckpt.history[accs.index(max(accs))]["val_top1"]}
+                         "top1": ckpt.history[accs.index(max(accs))]["selection_top1"]}
     assert Checkpoint.read(trained / "best.pt").epoch == ckpt.best["epoch"]
-    assert ckpt.data.split_options() == {"path": None, "val_ratio": 0.1, "long_tail": digits.report.long_tail,
-                                         "seed": 3, "max_per_class": None}
+    assert ckpt.data == DataSettings(max_per_class=40) and ckpt.notes == ()
+    assert ckpt.data_report["selection_images"] == len(digits.selection)
+
+
+def test_the_recorded_settings_and_recipe_reload_the_same_splits(trained, digits) -> None:
+    ckpt = Checkpoint.read(trained / "last.pt")
+    again = ckpt.data.load(32, ckpt.config.recipe)
+    for split in ("train_eval", "selection", "test"):
+        a, b = getattr(digits, split), getattr(again, split)
+        assert len(a) == len(b)
+        for i in (0, len(a) // 2, len(a) - 1):
+            assert torch.equal(a[i][0], b[i][0]) and a[i][1] == b[i][1], (split, i)
 
 
 def test_build_model_rebuilds_train_and_deploy_forms(trained, digits) -> None:
     ckpt = Checkpoint.read(trained / "last.pt")
     model, deploy = ckpt.build_model(), ckpt.build_model(deploy=True)
     assert not model.training and not deploy.training and deploy.deploy and not model.deploy
-    x = torch.stack([digits.val[i][0] for i in range(8)])
+    x = torch.stack([digits.selection[i][0] for i in range(8)])
     with torch.no_grad():
         torch.testing.assert_close(deploy(x), model(x), rtol=1e-4, atol=1e-4)
     for key, value in model.state_dict().items():
@@ -115,7 +132,7 @@ def test_build_model_rebuilds_train_and_deploy_forms(trained, digits) -> None:
 
 
 def test_mismatched_resume_is_refused_naming_the_fields(trained, digits) -> None:
-    with pytest.raises(TrainError, match=r"config differs \(lr: 0.05 → 0.1, loss: 'ce' → 'eqlv2'\)"):
+    with pytest.raises(TrainError, match=r"config differs \(lr: 0.05 → 0.1, recipe.loss: 'ce' → 'eqlv2'\)"):
         train(TINY, digits, _cfg(lr=0.1, loss="eqlv2"), out_dir=trained, resume=True)
     with pytest.raises(TrainError, match="spec differs in widths"):
         train(TINY.replace(widths=(0.5, 0.25, 0.25, 0.25)), digits, _cfg(), out_dir=trained, resume=True)
@@ -126,6 +143,10 @@ def test_mismatched_resume_is_refused_naming_the_fields(trained, digits) -> None
     ckpt = Checkpoint.read(trained / "last.pt")
     with pytest.raises(TrainError, match="classes differ"):
         ckpt.check_resume(TINY, _cfg(), list("abcdefghij"))
+    with pytest.raises(TrainError, match=r"data settings differ \(seed: 0 → 1\)"):
+        ckpt.check_resume(TINY, _cfg(), CLASSES, data=DataSettings(max_per_class=40, seed=1))
+    with pytest.raises(TrainError, match="loaded with another recipe"):  # the bundle flips, the config does not
+        train(TINY, digits, _cfg(hflip=0.5), out_dir=trained, resume=True)
 
 
 def test_resume_may_extend_the_epochs(tmp_path, trained, digits) -> None:
@@ -158,8 +179,8 @@ def test_missing_truncated_corrupt_and_foreign_files_are_rejected(tmp_path, trai
     with pytest.raises(TrainError, match="not a repvgg-hwnas checkpoint"):
         Checkpoint.read(tmp_path / "foreign.pt")
     raw = torch.load(trained / "last.pt", weights_only=True)
-    torch.save({**raw, "version": 2}, tmp_path / "future.pt")
-    with pytest.raises(TrainError, match="format version 2, expected 1"):
+    torch.save({**raw, "version": 3}, tmp_path / "future.pt")
+    with pytest.raises(TrainError, match="format version 3, expected 2"):
         Checkpoint.read(tmp_path / "future.pt")
     wrong = {**raw["model"], "stem.extra": torch.zeros(1)}
     torch.save({**raw, "model": wrong}, tmp_path / "edited.pt")
@@ -167,31 +188,55 @@ def test_missing_truncated_corrupt_and_foreign_files_are_rejected(tmp_path, trai
         Checkpoint.read(tmp_path / "edited.pt").build_model()
 
 
-def test_an_older_file_loads_with_the_documented_fallbacks(tmp_path) -> None:
-    """Version 1 as written before the data settings were recorded, with the old ``sampler`` config key."""
-    config = {**_cfg(seed=7).to_dict(), "sampler": "class_balanced"}
-    del config["data_sampler"]
-    report = {"source": "/data/flowers", "layout": "class-folders", "resolution": 32, "val_ratio": None,
-              "long_tail": "exp:10", "augment": {"scale": [0.5, 1.0], "randaugment": True}}
+def _version_1(path: Path, data: dict, config: dict, history: list | None = None) -> Path:
+    """A file as format version 1 wrote it: the flat data entry, the config without a recipe."""
     torch.save({"format": "repvgg-hwnas-checkpoint", "version": 1, "spec": TINY.to_dict(), "config": config,
-                "classes": CLASSES, "model": build_model(TINY).state_dict(), "data": report}, tmp_path / "old.pt")
-    ckpt = Checkpoint.read(tmp_path / "old.pt")
-    assert ckpt.config.data_sampler == "class_balanced" and ckpt.model_form == "train" and ckpt.training is None
-    assert ckpt.data == DataSettings(path="/data/flowers", val_ratio=0.1, long_tail="exp:10", seed=7,
-                                     augment=True, resolution=32, report=report)
-    embedded = {**report, "source": "embedded:digits"}
-    assert DataSettings.from_recorded(embedded, default_seed=4).path is None
-    assert DataSettings.from_recorded({}, default_seed=4) == DataSettings(seed=4)
+                "classes": CLASSES, "model": build_model(TINY).state_dict(), "data": data,
+                "history": history or []}, path)
+    return path
+
+
+def test_a_version_1_file_loads_with_the_documented_fallbacks(tmp_path) -> None:
+    """Before the recipe and the three splits: the old ``sampler`` and flat ``loss`` keys, an augmentation
+    dict with a boolean flip, ``val_ratio``, ``val_*`` history keys."""
+    config = {k: v for k, v in _cfg(seed=7).to_dict().items() if k != "recipe"}
+    config.update(sampler="class_balanced", loss="eqlv2", label_smoothing=0.0)
+    report = {"source": "/data/flowers", "layout": "split per class", "resolution": 32, "val_ratio": 0.2,
+              "long_tail": "exp:10", "augment": {"scale": [0.5, 1.0], "ratio": [0.75, 1.25], "hflip": True,
+                                                 "randaugment": True}}
+    history = [{"epoch": 1, "val_top1": 0.5, "val_balanced_acc": 0.4}]
+    ckpt = Checkpoint.read(_version_1(tmp_path / "old.pt", report, config, history))
+    assert ckpt.model_form == "train" and ckpt.training is None and ckpt.config.seed == 7
+    assert ckpt.config.recipe == Recipe(hflip=0.5, crop_scale=(0.5, 1.0), crop_ratio=(0.75, 1.25), randaugment=True,
+                                        loss="eqlv2", data_sampler="class_balanced", label_smoothing=0.0,
+                                        long_tail="exp:10")
+    # no recorded seed: the training seed was the split seed; the old carving had no test split
+    assert ckpt.data == DataSettings(path="/data/flowers", selection_ratio=0.2, seed=7)
+    assert ckpt.data_report == report and ckpt.notes == (LEGACY_TEST_NOTE,)
+    assert ckpt.history == [{"epoch": 1, "selection_top1": 0.5, "selection_balanced_acc": 0.4}]
+
+
+def test_a_version_1_file_with_a_test_folder_or_three_splits_has_no_note(tmp_path) -> None:
+    config = _cfg().to_dict()
+    folders = {"source": "/data/cifar", "layout": "train/val folders", "val_ratio": None, "seed": 2}
+    ckpt = Checkpoint.read(_version_1(tmp_path / "a.pt", folders, config))
+    assert ckpt.notes == () and ckpt.data == DataSettings(path="/data/cifar", seed=2)
+    three = {"source": "embedded:sklearn-digits", "layout": "embedded digits", "selection_ratio": 0.1,
+             "test_ratio": 0.2, "test_images": 340, "split_seed": 5, "recipe": DIGITS_RECIPE.to_dict()}
+    ckpt = Checkpoint.read(_version_1(tmp_path / "b.pt", three, config))
+    assert ckpt.notes == () and ckpt.data == DataSettings(test_ratio=0.2, seed=5)
+    assert ckpt.config.recipe == DIGITS_RECIPE
 
 
 def test_data_settings_survive_a_write_and_read(tmp_path) -> None:
-    settings = DataSettings(path="/data/x", val_ratio=0.25, long_tail="seed", seed=5, max_per_class=9, augment=True,
-                            resolution=32, report={"source": "/data/x", "classes": 10})
-    Checkpoint(TINY, _cfg(), CLASSES, build_model(TINY).state_dict(), data=settings).write(tmp_path / "c.pt")
-    back = Checkpoint.read(tmp_path / "c.pt").data
-    assert back.split_options() == settings.split_options()
-    assert (back.augment, back.resolution, back.report["classes"]) == (True, 32, 10)
-    assert DataSettings.from_recorded(back.to_dict()) == back
+    settings = DataSettings(path="/data/x", selection_ratio=0.25, test_ratio=0.05, seed=5, max_per_class=9)
+    report = {"source": "/data/x", "classes": 10}
+    weights = build_model(TINY).state_dict()
+    Checkpoint(TINY, _cfg(), CLASSES, weights, data=settings, data_report=report).write(tmp_path / "c.pt")
+    back = Checkpoint.read(tmp_path / "c.pt")
+    assert back.data == settings and back.data_report == report and back.config == _cfg()
+    Checkpoint(TINY, _cfg(), CLASSES, weights).write(tmp_path / "unknown.pt")  # e.g. trained on hand-made data
+    assert Checkpoint.read(tmp_path / "unknown.pt").data is None
 
 
 def test_an_interrupted_write_leaves_no_half_written_file(tmp_path, monkeypatch, trained) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import warnings
@@ -13,9 +14,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from trials.data import DataWarning, load_data
+from trials.data import DataSettings, DataWarning, load_data
 from trials.errors import DataError
 from trials.longtail import exp_counts, parse_long_tail, seed_counts, seed_profile
+from trials.recipe import DIGITS_RECIPE, Recipe
 from trials.transforms import store_size
 
 RNG = np.random.default_rng(0)
@@ -68,7 +70,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def bundle(tree: Path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)
-        return load_data(tree, 32, val_ratio=0.1, seed=0)
+        return load_data(tree, 32, selection_ratio=0.1, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -93,9 +95,9 @@ def test_three_splits_follow_the_floor_rule_and_handle_tiny_classes(clean: Path)
         len(b.train), len(b.selection), len(b.test))
     assert np.bincount(b.train_labels.numpy(), minlength=5).tolist() == b.train_counts
     assert np.bincount(b.test_labels.numpy(), minlength=5).tolist() == b.test_counts
-    assert b.val is b.selection and b.val_counts == b.selection_counts  # the old names, read-only
+    assert not hasattr(b, "val") and not hasattr(b.report, "val_ratio")  # one name per split
     body = b.report.to_dict()
-    assert body["val_ratio"] == 0.1 and body["val_images"] == len(b.selection) and "seed" not in body
+    assert body["selection_ratio"] == 0.1 and body["selection_images"] == len(b.selection) and "val_images" not in body
     text = "\n".join(b.report.lines())
     assert "carved per class: test 0.2, selection 0.1; split seed 0" in text
 
@@ -189,23 +191,31 @@ def test_train_val_folders_give_the_test_split_and_selection_is_carved_from_trai
         load_data(tmp_path, 32)
 
 
-def test_older_keywords_still_work(clean: Path) -> None:
+def test_data_settings_reload_the_same_splits_and_read_earlier_records(clean: Path) -> None:
     from trials.recipe import Recipe
 
-    old = load_data(clean, 32, val_ratio=0.2, long_tail="exp:2", augment=True, seed=1)
-    new = load_data(clean, 32, selection_ratio=0.2, seed=1, recipe=Recipe(long_tail="exp:2", randaugment=True))
-    assert old.recipe == new.recipe and old.report.recipe == new.report.recipe
-    assert (old.train_counts, old.selection_counts) == (new.train_counts, new.selection_counts)
-    assert old.report.augment["randaugment"] is True and old.report.long_tail == "exp:2"
-    from trials.transforms import TrainAugment
-
-    custom = load_data(clean, 32, augment=TrainAugment(scale=(0.3, 0.4), ratio=(1, 1), hflip=0.0))
-    assert custom.recipe.crop_scale == (0.3, 0.4) and custom.train.transform.augment.hflip == 0.0
+    recipe = Recipe(long_tail="exp:2", randaugment=True)
+    b = load_data(clean, 32, selection_ratio=0.2, test_ratio=0.15, seed=1, max_per_class=30, recipe=recipe)
+    assert b.settings == DataSettings(str(clean), 0.2, 0.15, 1, 30)  # the loader's own arguments
+    again = b.settings.load(32, recipe)
+    assert (again.train_counts, again.selection_counts, again.test_counts) == (
+        b.train_counts, b.selection_counts, b.test_counts)
+    assert torch.equal(_pixels(again.test), _pixels(b.test)) and again.recipe == recipe
+    assert DataSettings.from_dict(json.loads(json.dumps(b.settings.to_dict()))) == b.settings
+    # earlier records: val_ratio is the selection ratio; long_tail and augment belong to the recipe now
+    old = {"path": "/x", "val_ratio": 0.25, "long_tail": "exp:10", "augment": True, "seed": 4}
+    assert DataSettings.from_dict(old) == DataSettings(path="/x", selection_ratio=0.25, seed=4)
+    with pytest.raises(DataError, match="unknown data setting"):
+        DataSettings.from_dict({"path": None, "speed": 1})
+    with pytest.raises(DataError, match="malformed"):
+        DataSettings.from_dict({"seed": "many"})
+    assert DataSettings().replace(seed=3, path=None) == DataSettings(seed=3)  # None: not given
+    assert "selection 0.2, test 0.15, split seed 1, at most 30 per class" in b.settings.describe()
 
 
 def test_exp_long_tail_counts_follow_the_formula(tmp_path: Path) -> None:
     make_tree(tmp_path, {f"k{i}": 40 for i in range(5)}, bad=False)
-    b = load_data(tmp_path, 32, val_ratio=0.1, long_tail="exp:10", seed=3)
+    b = load_data(tmp_path, 32, selection_ratio=0.1, recipe=Recipe(long_tail="exp:10"), seed=3)
     n_max = 40 - 4 - 4  # 4 test and 4 selection images per class
     assert b.train_counts == [math.floor(n_max * 10 ** (-i / 4)) for i in range(5)]
     assert b.selection_counts == b.test_counts == [4] * 5  # the long tail is applied to the training split only
@@ -230,7 +240,7 @@ def test_long_tail_profiles() -> None:
 
 def test_seed_long_tail_on_a_folder(tmp_path: Path) -> None:
     make_tree(tmp_path, {f"k{i}": 20 for i in range(4)}, bad=False)
-    b = load_data(tmp_path, 32, long_tail="seed")
+    b = load_data(tmp_path, 32, recipe=Recipe(long_tail="seed"))
     assert b.train_counts == seed_counts(20 - 2 - 2, 4)
 
 
@@ -246,7 +256,7 @@ def test_embedded_digits_load_fast_and_are_long_tailed() -> None:
     assert x.shape == (3, 32, 32)
     assert torch.allclose(x[0] * 0.229 + 0.485, x[1] * 0.224 + 0.456, atol=1e-5)  # gray → equal channels
     assert b.report.store_size == store_size(32) == 37
-    flat = load_data(None, 48, long_tail="none", selection_ratio=0.2)
+    flat = load_data(None, 48, recipe=DIGITS_RECIPE.replace(long_tail="none"), selection_ratio=0.2)
     assert flat.train_counts == [174 - 34 - 17] * 10 and flat.selection_counts == [34] * 10
     assert flat.train[0][0].shape == (3, 48, 48)
 
@@ -269,7 +279,7 @@ def test_bad_arguments_raise_data_error(tree: Path) -> None:
     with pytest.raises(DataError, match="minimum of 32"):
         load_data(None, 16)
     with pytest.raises(DataError, match="selection ratio"):
-        load_data(None, 32, val_ratio=1.0)
+        load_data(None, 32, selection_ratio=1.0)
     with pytest.raises(DataError, match="no training images"):
         load_data(None, 32, selection_ratio=0.5, test_ratio=0.5)
     with pytest.raises(DataError, match="max_per_class"):
@@ -339,5 +349,5 @@ def test_profiles_follow_existing_class_sizes(tmp_path: Path) -> None:
     assert rank_targets([9, 5, 2], [3, 3, 3]) == [9, 5, 2]  # balanced: name order
     assert rank_targets([9, 5, 2], [1, 8, 4]) == [2, 9, 5]
     make_tree(tmp_path, {"a": 11, "b": 31, "c": 21}, bad=False)
-    b = load_data(tmp_path, 32, long_tail="exp:4")  # train sizes 11-1-1, 31-3-3, 21-2-2 → ranks b, c, a
+    b = load_data(tmp_path, 32, recipe=Recipe(long_tail="exp:4"))  # train sizes 11-1-1, 31-3-3, 21-2-2 → ranks b, c, a
     assert b.train_counts == [6, 25, 12] and not b.report.profile_shortfall  # 25 · 4^(−i/2) = 25, 12.5, 6.25

@@ -31,10 +31,10 @@ SCRIPT = textwrap.dedent(
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(40, 3, 32, 32, generator=g), torch.arange(40) % 4
     x += y.view(-1, 1, 1, 1).float()  # learnable: the class shifts the mean
-    data = SimpleNamespace(train=TensorDataset(x, y), val=TensorDataset(x[:10], y[:10]),
+    data = SimpleNamespace(train=TensorDataset(x, y), selection=TensorDataset(x[:10], y[:10]),
                            classes=list("abcd"), train_counts=[10] * 4)
     spec = ArchSpec((1, 1, 1, 1), (0.25,) * 4, resolution=32, num_classes=4)
-    cfg = T.TrainConfig(epochs=2, batch_size=5, lr=0.05, device="cpu", data_sampler=sys.argv[2])
+    cfg = T.TrainConfig(epochs=2, batch_size=5, lr=0.05, device="cpu").replace(data_sampler=sys.argv[2])
     events = []
     result = T.train(spec, data, cfg, out_dir=out, on_progress=events.append)
     checksum = sum(float(p.double().sum()) for p in result.model.parameters())  # BN buffers stay per rank
@@ -58,7 +58,7 @@ def test_two_process_gloo_training_writes_each_checkpoint_once(tmp_path: Path) -
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     saves = (out / "saves.log").read_text().split()
-    # rank 0 only; per epoch last.pt (and best.pt when val balanced accuracy improved)
+    # rank 0 only; per epoch last.pt (and best.pt when selection balanced accuracy improved)
     assert set(saves[0::2]) == {"0"} and saves[1::2].count("last.pt") == 2
     assert {p.name for p in out.glob("*.pt")} == {"last.pt", "best.pt"}
     assert not list(out.glob(".*.tmp"))
@@ -70,4 +70,4 @@ def test_two_process_gloo_training_writes_each_checkpoint_once(tmp_path: Path) -
     assert ranks[0]["checksum"] == ranks[1]["checksum"]  # DDP keeps the parameters identical
     assert ranks[0]["events"] > 0 and ranks[1]["events"] == 0  # progress on rank 0 only
     assert not ranks[0]["initialized"]  # the group train() created is torn down again
-    assert m0["val_images"] == 10
+    assert m0["selection_images"] == 10

@@ -79,9 +79,9 @@ def test_a_fresh_repvgg_on_digits_and_the_confusion_png(tmp_path: Path) -> None:
     data = load_data(None, 32, max_per_class=30)
     model = build_model(ArchSpec((1, 1, 1, 1), (0.25, 0.25, 0.25, 0.25), resolution=32, num_classes=10))
     model.train()
-    r = evaluate(model, data.val, data.classes, batch_size=16)
+    r = evaluate(model, data.test, data.classes, batch_size=16)
     assert model.training  # mode restored
-    assert r.images == len(data.val) and r.confusion.sum(1).tolist() == data.val_counts
+    assert r.images == len(data.test) and r.confusion.sum(1).tolist() == data.test_counts
     assert r.top1 == pytest.approx(np.trace(r.confusion) / r.images)
     path = tmp_path / "confusion.png"
     save_confusion_png(r, path)

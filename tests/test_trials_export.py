@@ -34,7 +34,7 @@ from trials.export_stages import (
     quantize,
     run_torch,
 )
-from trials.model_card import CARD_FIELDS, CARD_NAME, load_card, sha256_file, validate_card
+from trials.model_card import CARD_FIELDS, CARD_FIELDS_V1, CARD_NAME, load_card, sha256_file, validate_card
 
 SPEC = "qarepvgg_d1-1-1-1_w0.25-0.25-0.25-0.25_g1_r32_c10"
 FAST = LatencyOptions(warmup=1, runs=3, sessions=1)
@@ -42,9 +42,11 @@ FAST = LatencyOptions(warmup=1, runs=3, sessions=1)
 
 @pytest.fixture(scope="module")
 def data():
+    """The digits with a test split twice the selection split's size (34 vs 17 per class): the two cannot be
+    mistaken for each other."""
     from trials.data import load_data
 
-    return load_data(None, 32)
+    return load_data(None, 32, test_ratio=0.2)
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +74,16 @@ def _logits(path: Path, images: np.ndarray) -> np.ndarray:
     return np.concatenate([sess.run(None, {name: images[i:i + 1]})[0] for i in range(len(images))])
 
 
-def _val(data) -> tuple[np.ndarray, np.ndarray]:
-    xs, ys = zip(*[data.val[i] for i in range(len(data.val))])
+def _split(data, name: str = "test") -> tuple[np.ndarray, np.ndarray]:
+    dataset = getattr(data, name)
+    xs, ys = zip(*[dataset[i] for i in range(len(dataset))])
     return torch.stack(xs).numpy(), np.asarray(ys)
+
+
+def _recalls(logits: np.ndarray, y: np.ndarray, k: int) -> list[float]:
+    """Per-class recall by a plain loop over the classes."""
+    pred = logits.argmax(1)
+    return [float(np.mean(pred[y == c] == c)) for c in range(k)]
 
 
 def test_export_writes_verified_files_and_a_valid_card(exported, data, model):
@@ -91,21 +100,36 @@ def test_export_writes_verified_files_and_a_valid_card(exported, data, model):
     assert d["onnx"]["input_shape"] == [1, 3, 32, 32] and d["onnx"]["opset"] >= 13
     # int8 is QDQ
     assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(out / INT8_NAME)).graph.node)
-    # the card's parity figure is what an independent comparison finds, and within tolerance
-    x, y = _val(data)
+    # the card's parity figure is what an independent comparison finds on the test images, within tolerance
+    x, y = _split(data, "test")
     with torch.no_grad():
         ref = reparameterize(model)(torch.from_numpy(x)).numpy()
     fp32 = _logits(out / FP32_NAME, x)
     diff = float(np.abs(fp32 - ref).max())
     assert diff <= d["parity"]["tolerance"] and d["parity"]["passed"]
     assert d["parity"]["max_abs_diff"] == pytest.approx(diff, rel=1e-3, abs=1e-7)
-    # the accuracy figures match predictions recomputed from the files
+    # the accuracy is the test split's: figures recomputed from the files on the test images
     int8 = _logits(out / INT8_NAME, x)
-    assert d["accuracy"]["val_images"] == len(y)
-    assert d["accuracy"]["fp32"]["top1"] == pytest.approx(float((fp32.argmax(1) == y).mean()))
-    assert d["accuracy"]["int8"]["top1"] == pytest.approx(float((int8.argmax(1) == y).mean()))
-    assert d["accuracy"]["int8_agreement"] == pytest.approx(float((int8.argmax(1) == fp32.argmax(1)).mean()))
-    assert d["accuracy"]["int8_drop"] == pytest.approx(d["accuracy"]["fp32"]["top1"] - d["accuracy"]["int8"]["top1"])
+    acc = d["accuracy"]
+    assert acc["split"] == "test" and acc["images"] == len(y) == len(data.test) == d["parity"]["images"]
+    assert acc["fp32"]["top1"] == pytest.approx(float((fp32.argmax(1) == y).mean()))
+    assert acc["int8"]["top1"] == pytest.approx(float((int8.argmax(1) == y).mean()))
+    assert acc["int8_agreement"] == pytest.approx(float((int8.argmax(1) == fp32.argmax(1)).mean()))
+    assert acc["int8_drop"] == pytest.approx(acc["fp32"]["top1"] - acc["int8"]["top1"])
+    k = len(data.classes)
+    for form, logits in (("fp32", fp32), ("int8", int8)):
+        recalls = _recalls(logits, y, k)
+        assert acc[form]["balanced_acc"] == pytest.approx(np.mean(recalls))
+        assert acc[form]["worst_class_recall"] == pytest.approx(min(recalls))
+        assert {r["class"]: r[f"{form}_recall"] for r in acc["per_class"]} == pytest.approx(dict(enumerate(recalls)))
+    assert [r["images"] for r in sorted(acc["per_class"], key=lambda r: r["class"])] == data.test_counts
+    assert [r["fp32_recall"] for r in acc["per_class"]] == sorted(r["fp32_recall"] for r in acc["per_class"])
+    # beside it, the selection split's figures, from the selection images
+    sx, sy = _split(data, "selection")
+    sel_fp32 = _logits(out / FP32_NAME, sx)
+    assert acc["selection"]["images"] == len(data.selection) and "per_class" not in acc["selection"]
+    assert acc["selection"]["fp32"]["top1"] == pytest.approx(float((sel_fp32.argmax(1) == sy).mean()))
+    assert acc["selection"]["fp32"]["balanced_acc"] == pytest.approx(np.mean(_recalls(sel_fp32, sy, k)))
     assert d["latency"]["measured"]["fp32"]["ms"] > 0 and d["latency"]["measured"]["int8"]["ms"] > 0
     assert d["latency"]["predicted"] == [{"device": "X", "ms": 1.0}]
     assert d["quantization"]["calibration_images"] == 64
@@ -189,7 +213,7 @@ def test_unwritable_output_and_bad_arguments_raise_export_error(tmp_path, data, 
 
 def test_parity_fails_when_a_deploy_weight_moves_beyond_tolerance(data, model):
     """Shifting the head bias of one class by δ moves that logit by exactly δ on every image."""
-    x, _ = _val(data)
+    x, _ = _split(data, "test")
     deploy = reparameterize(model)
     ref = run_torch(deploy, x)
     train = run_torch(model, x[:64])
@@ -224,21 +248,22 @@ def test_fidelity_agreement_and_scores_match_independent_counts():
         other = (fp32[i].argmax() + 1 + rng.integers(0, k - 1)) % k
         int8[i, other] = fp32[i].max() + 1.0
     classes = [f"c{c}" for c in range(k)]
-    section = check_fidelity(labels, classes, pytorch=fp32, fp32=fp32, int8=int8)
+    section = check_fidelity("test", labels, classes, pytorch=fp32, fp32=fp32, int8=int8)
     assert section.int8_agreement == pytest.approx(1 - 23 / n)
 
-    def brute(logits):  # a plain loop: top-1 and mean recall over the classes present
+    def brute(logits):  # a plain loop: top-1, mean recall over the classes present, lowest recall
         hits = [int(np.argmax(row) == y) for row, y in zip(logits, labels, strict=True)]
         recalls = [np.mean([h for h, y in zip(hits, labels, strict=True) if y == c]) for c in set(labels.tolist())]
-        return sum(hits) / n, float(np.mean(recalls))
+        return sum(hits) / n, float(np.mean(recalls)), float(min(recalls))
 
     for got, logits in ((section.fp32, fp32), (section.int8, int8), (section.pytorch, fp32)):
-        assert (got.top1, got.balanced_acc) == pytest.approx(brute(logits))
+        assert (got.top1, got.balanced_acc, got.worst_class_recall) == pytest.approx(brute(logits))
     d = section.to_dict()
-    assert d["int8_drop"] == pytest.approx(brute(fp32)[0] - brute(int8)[0]) and d["val_images"] == n
+    assert d["int8_drop"] == pytest.approx(brute(fp32)[0] - brute(int8)[0]) and d["images"] == n
+    assert sum(r["int8_correct"] for r in d["per_class"]) == round(brute(int8)[0] * n)
     notes = section.notes("repvgg")
-    assert any("disagree on 11.5 %" in s for s in notes)  # 23 / 200
-    assert check_fidelity(labels, classes, pytorch=fp32, fp32=fp32, int8=fp32).notes("repvgg") == []
+    assert any("disagree on 11.5 % of test images" in s for s in notes)  # 23 / 200
+    assert check_fidelity("test", labels, classes, pytorch=fp32, fp32=fp32, int8=fp32).notes("repvgg") == []
 
 
 def test_quantize_records_the_sample_it_calibrated_on(tmp_path, exported, data):
@@ -283,7 +308,42 @@ def test_validate_card_names_every_problem(exported):
         validate_card(other)
 
 
+def _as_schema_1(card: dict) -> dict:
+    """The card as schema 1 wrote it: one accuracy block (on the validation split), no test fields."""
+    acc = card["accuracy"]["selection"]
+    old = {**card, "schema_version": 1, "data": {"source": "embedded:sklearn-digits", "resolution": 32}}
+    old["accuracy"] = {"val_images": acc["images"], "int8_agreement": 0.99, "int8_drop": acc["int8_drop"],
+                       **{form: {k: acc[form][k] for k in ("top1", "balanced_acc")} for form in ("fp32", "int8")},
+                       "pytorch": {k: acc["fp32"][k] for k in ("top1", "balanced_acc")}}
+    return old
+
+
+def test_schema_1_cards_still_load_and_say_they_have_no_test_figures(exported, tmp_path):
+    card, _, _ = exported
+    old = _as_schema_1(card.to_dict())
+    validate_card(old)
+    (tmp_path / CARD_NAME).write_text(json.dumps(old))
+    summary = load_card(tmp_path).summary()
+    assert summary["selection_fp32_top1"] == old["accuracy"]["fp32"]["top1"]
+    assert summary["test_fp32_top1"] is None and summary["test_images"] is None
+    with pytest.raises(ExportError, match=r"missing accuracy\.split"):  # a current card must have the test block
+        validate_card({**old, "schema_version": 2})
+    with pytest.raises(ExportError, match="schema_version 9"):
+        validate_card({**old, "schema_version": 9})
+    new = card.summary()
+    assert new["test_fp32_top1"] == card.data["accuracy"]["fp32"]["top1"] and new["test_images"] == len(
+        card.data["accuracy"]["per_class"]) * 34  # the digits at test ratio 0.2: floor(0.2 · 174) per class
+
+
+def test_an_empty_test_split_is_one_clear_error(tmp_path, data, model):
+    empty = dataclasses.replace(data, test=torch.utils.data.Subset(data.test, []))
+    with pytest.raises(ExportError, match="the test split is empty"):
+        export_model(model, resolve_arch(SPEC), empty, tmp_path / "x", latency=FAST)
+    assert not (tmp_path / "x").exists() or not list((tmp_path / "x").iterdir())
+
+
 def test_every_card_field_is_documented(repo_root):
     doc = (repo_root / "docs" / "model_card.md").read_text(encoding="utf-8")
     documented = set(re.findall(r"^\| `([a-z0-9_.]+)` \|", doc, flags=re.MULTILINE))
-    assert set(CARD_FIELDS) <= documented, sorted(set(CARD_FIELDS) - documented)
+    assert (set(CARD_FIELDS) | set(CARD_FIELDS_V1)) <= documented, sorted(
+        (set(CARD_FIELDS) | set(CARD_FIELDS_V1)) - documented)

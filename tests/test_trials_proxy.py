@@ -137,8 +137,8 @@ def test_the_proxy_recipe_must_match_the_datas_augmentation(digits) -> None:
     with pytest.raises(TrainError, match="differently"):
         proxy_accuracy(TINY, digits, ProxyConfig(recipe=Recipe()))  # flip on, digits loaded without
     config = ProxyConfig(recipe=digits.recipe.replace(loss="balanced_softmax", label_smoothing=0.0))
-    train_config = config.train_config(config.recipe)
-    assert (train_config.loss, train_config.label_smoothing, train_config.data_sampler) == (
+    trained_with = config.train_config(config.recipe).recipe
+    assert (trained_with.loss, trained_with.label_smoothing, trained_with.data_sampler) == (
         "balanced_softmax", 0.0, "none")
     assert proxy_accuracy(TINY, digits, ProxyConfig(recipe=config.recipe,
                                                     budget=ProxyBudget(max_steps=2))).steps == 2
@@ -194,3 +194,18 @@ def test_naswot_is_minus_infinity_for_duplicate_images() -> None:
     x = torch.randn(4, 3, 32, 32)
     assert math.isfinite(naswot_score(model, x))
     assert naswot_score(model, torch.cat([x, x[:1]])) == -math.inf
+
+
+def test_every_proxy_seed_scores_the_same_selection_images_and_reports_each_prediction(digits) -> None:
+    configs = [ProxyConfig(budget=ProxyBudget(max_steps=4, epochs=1, selection_per_class=5, seed=s)) for s in (0, 1)]
+    runs = [proxy_accuracy(TINY, digits, c) for c in configs]
+    views = [proxy_data(digits, c) for c in configs]
+    assert views[0].selection.indices == views[1].selection.indices  # paired: the same scored images
+    expected_labels = digits.selection_labels[views[0].selection.indices].tolist()
+    for run in runs:
+        labels, predicted = np.asarray(run.selection_labels), np.asarray(run.selection_predictions)
+        assert labels.tolist() == expected_labels and len(labels) == run.selection_images == 50
+        assert run.top1 == pytest.approx(float(np.mean(predicted == labels)))
+        recalls = [np.mean(predicted[labels == c] == c) for c in range(10)]  # 5 images of every class
+        assert run.balanced_acc == pytest.approx(float(np.mean(recalls)))
+    assert runs[0].selection_predictions != runs[1].selection_predictions  # another seed, another model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -13,11 +14,13 @@ import torch
 from torch.utils.data import TensorDataset
 
 from search_space.spec import ArchSpec
+from trials.checkpoint import Checkpoint
 from trials.config import TrainConfig
 from trials.data import load_data
 from trials.distributed import EpochSampler, accuracy_from_confusion
 from trials.errors import TrainError
-from trials.evaluate import result_from_predictions
+from trials.evaluate import evaluate, result_from_predictions
+from trials.recipe import Recipe
 from trials.train import lr_factor, param_groups, train
 
 TINY = ArchSpec((1, 1, 1, 1), (0.25, 0.25, 0.25, 0.25), resolution=32, num_classes=10)
@@ -34,7 +37,7 @@ def digits():
 def _random_bundle(n: int = 48, classes: int = 4, res: int = 32) -> SimpleNamespace:
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(n, 3, res, res, generator=g), torch.arange(n) % classes
-    return SimpleNamespace(train=TensorDataset(x, y), val=TensorDataset(x[:16], y[:16]),
+    return SimpleNamespace(train=TensorDataset(x, y), selection=TensorDataset(x[:16], y[:16]),
                            classes=[f"c{i}" for i in range(classes)], train_counts=[n // classes] * classes)
 
 
@@ -82,20 +85,80 @@ def test_config_is_json_able_and_validated() -> None:
     assert cfg.effective_lr() == pytest.approx(0.0125)  # the seed's "lr 0.1, batch 32"
     assert cfg.effective_lr(world_size=8) == pytest.approx(0.1)
     assert TrainConfig(lr=0.1).effective_lr() == 0.1
-    for bad, match in [({"loss": "focal"}, "eqlv2"), ({"data_sampler": "x"}, "class_balanced"),
+    for bad, match in [({"recipe": Recipe(loss="focal")}, "eqlv2"), ({"recipe": Recipe(data_sampler="x")},
+                                                                        "class_balanced"),
                        ({"lr_scaling": "sqrt"}, "linear"), ({"epochs": 0}, "epochs"), ({"lr": -1.0}, "lr"),
-                       ({"label_smoothing": 1.0}, "label_smoothing"), ({"max_steps": 0}, "max_steps")]:
+                       ({"recipe": Recipe(label_smoothing=1.0)}, "label_smoothing"), ({"max_steps": 0}, "max_steps")]:
         with pytest.raises(TrainError, match=match):
             TrainConfig(**bad).validate()
     with pytest.raises(TrainError, match="unknown training config"):
         TrainConfig.from_dict({"epochs": 1, "speed": 9})
+    with pytest.raises(TrainError, match="unknown loss 'focal'"):  # the earlier flat form is read and checked
+        TrainConfig.from_dict({"loss": "focal"})
 
 
-def test_data_must_fit_the_spec(digits) -> None:
+def test_the_recipe_is_nested_and_earlier_flat_configs_join_it() -> None:
+    cfg = TrainConfig(recipe=Recipe(hflip=0.0, loss="eqlv2"))
+    body = cfg.to_dict()
+    assert "loss" not in body and body["recipe"]["loss"] == "eqlv2" and body["recipe"]["hflip"] == 0.0
+    old = {k: v for k, v in TrainConfig().to_dict().items() if k != "recipe"}
+    old.update(loss="balanced_softmax", sampler="class_balanced", label_smoothing=0.0)
+    assert TrainConfig.from_dict(old).recipe == Recipe(loss="balanced_softmax", data_sampler="class_balanced",
+                                                       label_smoothing=0.0)
+    # replace() routes recipe fields into the recipe and ignores None ("not given")
+    assert cfg.replace(lr=0.3, data_sampler="class_balanced", loss=None) == TrainConfig(
+        lr=0.3, recipe=Recipe(hflip=0.0, loss="eqlv2", data_sampler="class_balanced"))
+
+
+def test_data_must_fit_the_spec_and_the_recipe(digits) -> None:
+    cfg = TrainConfig(epochs=1, device="cpu", recipe=digits.recipe)
     with pytest.raises(TrainError, match="32 px but the spec expects 64 px"):
-        train(TINY.replace(resolution=64), digits, TrainConfig(epochs=1, device="cpu"))
+        train(TINY.replace(resolution=64), digits, cfg)
     with pytest.raises(TrainError, match="spec has 5 classes but the data has 10"):
-        train(TINY.replace(num_classes=5), digits, TrainConfig(epochs=1, device="cpu"))
+        train(TINY.replace(num_classes=5), digits, cfg)
+    # the digits are loaded without a flip; a config whose recipe flips would record what did not happen
+    with pytest.raises(TrainError, match="loaded with another recipe"):
+        train(TINY, digits, cfg.replace(hflip=0.5))
+    train(TINY, digits, cfg.replace(loss="eqlv2", max_steps=1))  # loss, sampler, smoothing: the trainer's own
+
+
+class _NeverRead(torch.utils.data.Dataset):
+    """A split that fails on any access: proof that training does not touch it."""
+
+    def __len__(self) -> int:
+        raise AssertionError("the test split was read")
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        raise AssertionError("the test split was read")
+
+
+class _Counting(torch.utils.data.Dataset):
+    """A split that counts its reads."""
+
+    def __init__(self, inner: torch.utils.data.Dataset) -> None:
+        self.inner, self.reads = inner, 0
+        self.labels = inner.labels
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        self.reads += 1
+        return self.inner[index]
+
+
+def test_best_pt_is_picked_on_the_selection_split_and_the_test_split_is_never_read(digits, tmp_path) -> None:
+    selection = _Counting(digits.selection)
+    data = dataclasses.replace(digits, selection=selection, test=_NeverRead())
+    cfg = TrainConfig(epochs=3, batch_size=32, lr=0.05, device="cpu", recipe=digits.recipe)
+    result = train(TINY, data, cfg, out_dir=tmp_path)
+    assert selection.reads == 3 * len(digits.selection)  # scored once per epoch
+    best = Checkpoint.read(tmp_path / "best.pt")
+    accs = [h["selection_balanced_acc"] for h in result.history]
+    assert best.epoch == 1 + accs.index(max(accs))
+    # an independent evaluation of best.pt's weights on the selection split gives the recorded figure
+    again = evaluate(best.build_model(), digits.selection, digits.classes)
+    assert again.balanced_acc == pytest.approx(best.best["balanced_acc"]) == pytest.approx(max(accs))
 
 
 def test_amp_is_cuda_only() -> None:
@@ -104,7 +167,7 @@ def test_amp_is_cuda_only() -> None:
 
 
 def test_short_training_on_the_digits_clearly_beats_chance(digits) -> None:
-    cfg = TrainConfig(epochs=6, batch_size=32, lr=0.05, device="cpu")
+    cfg = TrainConfig(epochs=6, batch_size=32, lr=0.05, device="cpu", recipe=digits.recipe)
     result = train(TINY, digits, cfg)
     m = result.metrics
     assert m["balanced_acc"] >= 0.75  # chance is 0.1 with 10 classes; seeds 0-2 reach 0.93-0.95
@@ -131,7 +194,7 @@ def test_max_steps_caps_training_and_the_schedule() -> None:
 
 @pytest.mark.parametrize("loss", ["eqlv2", "balanced_softmax", "logit_adjust"])
 def test_long_tail_losses_and_balanced_sampler_train(loss: str) -> None:
-    cfg = TrainConfig(epochs=1, batch_size=8, loss=loss, data_sampler="class_balanced", device="cpu")
+    cfg = TrainConfig(epochs=1, batch_size=8, device="cpu").replace(loss=loss, data_sampler="class_balanced")
     assert math.isfinite(train(TINY.replace(num_classes=4), _random_bundle(), cfg).metrics["train_loss"])
 
 

@@ -2,9 +2,9 @@
 
 A checkpoint is one ``torch.save`` dict, written atomically and read back with ``weights_only=True``::
 
-    format, version          "repvgg-hwnas-checkpoint", 1
+    format, version          "repvgg-hwnas-checkpoint", 2
     spec                     ArchSpec.to_dict()
-    config                   TrainConfig.to_dict() (the full training configuration)
+    config                   TrainConfig.to_dict() (the full training configuration, recipe included)
     classes                  class names, in label order
     model_form               "train" (multi-branch) or "deploy" (re-parameterized 3×3 convs)
     epoch, step              completed epochs and optimizer steps
@@ -12,8 +12,14 @@ A checkpoint is one ``torch.save`` dict, written atomically and read back with `
     optimizer, scheduler     state_dicts (resume only)
     scaler, loss             GradScaler and loss state_dicts (EQLv2 keeps running gradient statistics)
     rng                      torch / CUDA / numpy / Python RNG states at the end of ``epoch``
-    history, best, metrics   per-epoch records, the best epoch by val balanced accuracy, final metrics
-    data                     the data report plus how the data was loaded (:class:`DataSettings`)
+    history, best, metrics   per-epoch records, the best epoch by selection balanced accuracy, final metrics
+    data                     {"settings": DataSettings.to_dict() or null, "report": DataReport.to_dict()}
+
+Version 1 files still load: their flat ``data`` entry (report plus ``val_ratio``, ``long_tail``, ``augment``,
+``seed``, …) becomes settings and recipe fields, their flat ``loss``/``data_sampler``/``label_smoothing``
+join the recipe, ``val_*`` history keys become ``selection_*``. A version-1 run on a folder without a
+``val/`` folder predates the held-out test split, so its test images may have been trained on; such a
+checkpoint carries a note saying so (:attr:`Checkpoint.notes`).
 
 Only plain containers, numbers, strings and tensors are stored, so ``torch.load(weights_only=True)``
 reads it without executing pickled code. No other module spells these keys: training builds a
@@ -41,84 +47,76 @@ from search_space.model import RepVGG, reparameterize
 from search_space.model import build_model as build_repvgg
 from search_space.spec import ArchSpec
 from trials.config import RESUME_FREE, TrainConfig
+from trials.data import DEFAULT_SELECTION_RATIO, DataSettings
 from trials.errors import TrainError
+from trials.folders import LAYOUT_FOLDERS
 
 FORMAT = "repvgg-hwnas-checkpoint"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 REQUIRED_KEYS = ("format", "version", "spec", "config", "classes", "model")
 MODEL_FORMS = ("train", "deploy")
+#: History keys of version 1 and their current names.
+RENAMED_HISTORY_KEYS = {"val_top1": "selection_top1", "val_balanced_acc": "selection_balanced_acc"}
 #: A torch ``state_dict``: tensors in plain (possibly nested) containers.
 StateDict = dict[str, Any]
+LEGACY_TEST_NOTE = ("this checkpoint predates the held-out test split: its test images were carved later from "
+                    "images it may have trained on, so its test figures are optimistic")
 
 
-# -- how the data was loaded -------------------------------------------------------------------------
+# -- version 1 ---------------------------------------------------------------------------------------
 
-def _optional_int(value: Any) -> int | None:
-    return None if value is None else int(value)
+def _legacy_recipe_fields(recorded: Mapping[str, Any]) -> dict[str, Any]:
+    """The data-side recipe fields a version-1 ``data`` entry recorded (absent ones are left out)."""
+    if isinstance(recorded.get("recipe"), Mapping):  # written after the recipe existed
+        recipe = recorded["recipe"]
+        return {k: recipe[k] for k in ("hflip", "crop_scale", "crop_ratio", "randaugment", "long_tail") if k in recipe}
+    out: dict[str, Any] = {"long_tail": recorded.get("long_tail")}
+    augment = recorded.get("augment")
+    if isinstance(augment, Mapping):  # TrainAugment.to_dict(): scale, ratio, hflip (a bool then), randaugment
+        flip = augment.get("hflip")
+        out.update(crop_scale=augment.get("scale"), crop_ratio=augment.get("ratio"),
+                   hflip=(0.5 if flip else 0.0) if isinstance(flip, bool) else flip,
+                   randaugment=augment.get("randaugment"))
+    elif isinstance(augment, bool):
+        out["randaugment"] = augment
+    return {k: v for k, v in out.items() if v is not None or k == "long_tail"}
 
 
-@dataclass(frozen=True)
-class DataSettings:
-    """How a run's data was loaded, recorded so that evaluation and export reload the very same split.
+def _legacy_data(recorded: Mapping[str, Any], seed: int) -> tuple[DataSettings, tuple[str, ...]]:
+    """Settings of a version-1 ``data`` entry (the report plus the load options) and the notes it calls for.
 
-    The fields are :func:`trials.data.load_data`'s options (``path=None``: the embedded digits) plus the
-    resolution; ``report`` is the load's :class:`trials.data.DataReport` as a dict.
-    """
+    ``path``: the recorded one, else the report's source unless that is the embedded digits; the split seed
+    falls back to ``seed`` (the training seed, which was the split seed of ``nas train``)."""
+    if "path" in recorded:
+        path = recorded.get("path")
+    else:
+        source = recorded.get("source")
+        path = source if source and not str(source).startswith("embedded:") else None
+    ratio = recorded.get("selection_ratio") or recorded.get("val_ratio") or DEFAULT_SELECTION_RATIO
+    split_seed = recorded.get("seed", recorded.get("split_seed"))
+    body = {"path": path, "selection_ratio": ratio, "seed": seed if split_seed is None else split_seed,
+            "max_per_class": recorded.get("max_per_class")}
+    if recorded.get("test_ratio") is not None:
+        body["test_ratio"] = recorded["test_ratio"]
+    settings = DataSettings.from_dict(body)
+    two_splits = "test_images" not in recorded and recorded.get("layout") != LAYOUT_FOLDERS
+    return settings, (LEGACY_TEST_NOTE,) if two_splits else ()
 
-    path: str | None = None
-    val_ratio: float = 0.1
-    long_tail: str | None = None
-    seed: int = 0
-    max_per_class: int | None = None
-    augment: bool = False
-    resolution: int | None = None
-    report: Mapping[str, object] = field(default_factory=dict)
 
-    @classmethod
-    def from_recorded(cls, recorded: Mapping[str, Any], default_seed: int = 0) -> DataSettings:
-        """Read a checkpoint's ``data`` entry; what it lacks falls back as follows.
-
-        ``path``: the report's source unless that is the embedded digits; ``val_ratio``: 0.1 when not
-        recorded or not used (train/val folders ignore it); ``seed``: ``default_seed`` (the training seed,
-        which is the split seed of ``nas train``); ``augment``: whether the report's augmentation has
-        RandAugment. A value of the wrong type raises :class:`TrainError`.
-        """
-        get = recorded.get
-        if "path" in recorded:
-            path = get("path")
-        else:
-            source = get("source")
-            path = source if source and not str(source).startswith("embedded:") else None
-        augment = get("augment")
-        if not isinstance(augment, bool):
-            augment = bool(augment.get("randaugment")) if isinstance(augment, Mapping) else False
-        try:
-            return cls(
-                path=None if path is None else str(path),
-                val_ratio=float(get("val_ratio") or 0.1),
-                long_tail=None if get("long_tail") is None else str(get("long_tail")),
-                seed=int(get("seed") if get("seed") is not None else default_seed),
-                max_per_class=_optional_int(get("max_per_class")),
-                augment=augment,
-                resolution=_optional_int(get("resolution")),
-                report=dict(recorded),
-            )
-        except (TypeError, ValueError) as exc:
-            raise TrainError(f"the checkpoint's data settings are malformed ({exc})", "the file is damaged") from exc
-
-    def split_options(self) -> dict[str, object]:
-        """The :func:`trials.data.load_data` options that decide which images each split holds.
-
-        ``augment`` is left out: evaluation, calibration and checks never augment.
-        """
-        return {"path": self.path, "val_ratio": self.val_ratio, "long_tail": self.long_tail, "seed": self.seed,
-                "max_per_class": self.max_per_class}
-
-    def to_dict(self) -> dict[str, object]:
-        """The checkpoint's ``data`` entry: the report, overridden by the settings (plain JSON types)."""
-        body = {**self.report, **self.split_options(), "augment": self.augment, "resolution": self.resolution}
-        plain: dict[str, object] = json.loads(json.dumps(body, default=str))
-        return plain
+def _read_data(state: Mapping[str, Any], config: TrainConfig) -> tuple[DataSettings | None, dict[str, Any],
+                                                                           TrainConfig, tuple[str, ...]]:
+    """``(settings, report, config, notes)`` of a checkpoint's ``data`` entry, either version (a malformed
+    entry raises a :class:`~search_space.errors.NasError`)."""
+    recorded = state.get("data") or {}
+    if not isinstance(recorded, Mapping):
+        raise TrainError("the checkpoint's data entry is not a mapping", "the file is damaged")
+    if state["version"] == 1:
+        settings, notes = _legacy_data(recorded, config.seed)
+        return settings, dict(recorded), config.replace(**_legacy_recipe_fields(recorded)), notes
+    raw = recorded.get("settings")
+    settings = DataSettings.from_dict(raw) if isinstance(raw, Mapping) else None
+    return settings, dict(recorded.get("report") or {}), config, ()
 
 
 # -- the checkpoint ----------------------------------------------------------------------------------
@@ -139,8 +137,11 @@ class Checkpoint:
     """One training checkpoint: the trained weights and everything needed to rebuild or resume them.
 
     Read a file with :meth:`read` (once per command; pass the object on), write one with :meth:`write`.
-    ``training`` is None in a model-only checkpoint (it can be evaluated and exported, not resumed).
-    ``source`` and ``sha256`` describe the file it was read from (None when built in memory).
+    ``data`` reloads the splits it was trained on (None: not recorded, e.g. trained on a hand-made bundle),
+    ``data_report`` is the load's :class:`trials.data.DataReport` as a dict, and the recipe is
+    ``config.recipe``. ``training`` is None in a model-only checkpoint (it can be evaluated and exported,
+    not resumed). ``source`` and ``sha256`` describe the file it was read from (None when built in memory);
+    ``notes`` are caveats found when reading it (an old format), for the user.
     """
 
     spec: ArchSpec
@@ -153,10 +154,12 @@ class Checkpoint:
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
-    data: DataSettings = field(default_factory=DataSettings)
+    data: DataSettings | None = None
+    data_report: dict[str, Any] = field(default_factory=dict)
     training: TrainingState | None = None
     source: Path | None = None
     sha256: str | None = None
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.model_form not in MODEL_FORMS:
@@ -196,7 +199,7 @@ class Checkpoint:
     def _from_state(cls, state: object, source: Path, sha256: str) -> Checkpoint:
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise TrainError(f"{source} is not a repvgg-hwnas checkpoint", "give a checkpoint of a training run")
-        if state.get("version") != VERSION:
+        if state.get("version") not in READABLE_VERSIONS:
             raise TrainError(f"checkpoint {source} has format version {state.get('version')}, expected {VERSION}",
                              "train again with this version of the tool")
         missing = [k for k in REQUIRED_KEYS if k not in state]
@@ -205,17 +208,20 @@ class Checkpoint:
         try:
             spec = ArchSpec.from_dict(dict(state["spec"]))
             config = TrainConfig.from_dict(dict(state["config"]))
+            settings, report, config, notes = _read_data(state, config)
         except NasError as exc:
-            raise TrainError(f"checkpoint {source} holds an invalid spec or config: {exc.message}",
+            raise TrainError(f"checkpoint {source} holds an invalid spec, config or data record: {exc.message}",
                              "the file is damaged") from exc
         resume_keys = [f.name for f in fields(TrainingState)]
         training = TrainingState(**{k: state[k] for k in resume_keys}) if all(k in state for k in resume_keys) else None
+        history = [{RENAMED_HISTORY_KEYS.get(k, k): v for k, v in h.items()} for h in state.get("history") or []]
+        metrics = state.get("metrics")
+        if isinstance(metrics, Mapping):
+            metrics = {RENAMED_HISTORY_KEYS.get(k, k): v for k, v in metrics.items()}
         return cls(spec, config, [str(c) for c in state["classes"]], state["model"],
                    model_form=state.get("model_form", "train"), epoch=int(state.get("epoch", 0)),
-                   step=int(state.get("step", 0)), history=list(state.get("history") or []),
-                   best=state.get("best"), metrics=state.get("metrics"),
-                   data=DataSettings.from_recorded(dict(state.get("data") or {}), config.seed),
-                   training=training, source=source, sha256=sha256)
+                   step=int(state.get("step", 0)), history=history, best=state.get("best"), metrics=metrics,
+                   data=settings, data_report=report, training=training, source=source, sha256=sha256, notes=notes)
 
     def write(self, path: str | os.PathLike[str]) -> Path:
         """Write the checkpoint to ``path`` atomically (a complete file or none); return the path.
@@ -237,7 +243,8 @@ class Checkpoint:
             "format": FORMAT, "version": VERSION, "spec": self.spec.to_dict(), "config": self.config.to_dict(),
             "classes": list(self.classes), "model_form": self.model_form, "epoch": self.epoch, "step": self.step,
             "model": self.model, "history": self.history, "best": self.best, "metrics": self.metrics,
-            "data": self.data.to_dict(),
+            "data": {"settings": None if self.data is None else self.data.to_dict(),
+                     "report": json.loads(json.dumps(self.data_report, default=str))},
         }
         if self.training is not None:
             state.update({f.name: getattr(self.training, f.name) for f in fields(TrainingState)})
@@ -262,10 +269,13 @@ class Checkpoint:
 
     def check_resume(
         self, spec: ArchSpec, config: TrainConfig, classes: list[str], free: tuple[str, ...] = RESUME_FREE,
+        *, data: DataSettings | None = None,
     ) -> None:
-        """Refuse to resume with another spec, config (except the ``free`` fields) or class list.
+        """Refuse to resume with another spec, config (except the ``free`` fields), class list or data
+        settings (``data``, when both it and the checkpoint's are known).
 
-        The error names every differing field with its old and new value. ``epochs`` may only grow.
+        The error names every differing field with its old and new value (recipe fields as ``recipe.NAME``).
+        ``epochs`` may only grow.
         """
         if self.training is None:
             raise TrainError(f"cannot resume {self._name}: it holds the model only, no training state",
@@ -275,7 +285,7 @@ class Checkpoint:
         if spec_diff:
             raise TrainError(f"cannot resume {self._name}: the spec differs in {', '.join(spec_diff)} "
                              f"({self.spec} vs {spec})", "resume with the same architecture or use a new output folder")
-        old, new = self.config.to_dict(), config.to_dict()
+        old, new = _flat_config(self.config), _flat_config(config)
         diff = [k for k in new if k not in free and old.get(k) != new[k]]
         if diff:
             detail = ", ".join(f"{k}: {old.get(k)!r} → {new[k]!r}" for k in diff)
@@ -285,9 +295,21 @@ class Checkpoint:
         if config.epochs < self.epoch:
             raise TrainError(f"cannot resume {self._name}: it has {self.epoch} epochs done, the config asks for "
                              f"{config.epochs}", "epochs may only be extended")
+        if data is not None and self.data is not None and data != self.data:
+            was, now = self.data.to_dict(), data.to_dict()
+            detail = ", ".join(f"{k}: {was[k]!r} → {now[k]!r}" for k in now if was[k] != now[k])
+            raise TrainError(f"cannot resume {self._name}: the data settings differ ({detail})",
+                             "resume on the same data and splits, or use a new output folder")
         if list(classes) != list(self.classes):
             raise TrainError(f"cannot resume {self._name}: the data's classes differ from the checkpoint's",
                              "resume on the same data")
+
+
+def _flat_config(config: TrainConfig) -> dict[str, Any]:
+    """The config's fields with the recipe's spelled ``recipe.NAME`` (for naming differences)."""
+    body = config.to_dict()
+    recipe = body.pop("recipe")
+    return {**body, **{f"recipe.{k}": v for k, v in recipe.items()}}
 
 
 # -- RNG state ---------------------------------------------------------------------------------------

@@ -1,25 +1,28 @@
 """The training configuration: one JSON-able dataclass, stored whole in every checkpoint.
 
-Torch-free, so the command line can name the choices (losses, data samplers) without importing torch.
+A :class:`TrainConfig` is a :class:`~trials.recipe.Recipe` (how to train: augmentation, loss, sampler, label
+smoothing, long tail) plus a budget (epochs, steps, batch, learning rate) and where to run. Torch-free, so
+the command line can name the choices (losses, data samplers) without importing torch.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from trials.errors import TrainError
+from trials.recipe import DATA_SAMPLERS as DATA_SAMPLERS  # re-exported: the choices of the recipe's fields
+from trials.recipe import LOSSES as LOSSES
+from trials.recipe import TRAIN_FIELDS, Recipe
 
-#: Loss names (implemented in :mod:`trials.losses`).
-LOSSES = ("ce", "eqlv2", "balanced_softmax", "logit_adjust")
-#: How training batches are drawn from the training split.
-DATA_SAMPLERS = ("none", "class_balanced")
 LR_SCALINGS = ("none", "linear")
 #: Config fields that may differ when resuming: more epochs/steps, and where/how fast it runs.
 RESUME_FREE = ("epochs", "max_steps", "num_workers", "device")
 #: Field names of earlier versions, read from old checkpoints: old name -> current name.
 RENAMED_FIELDS = {"sampler": "data_sampler"}
+#: Earlier versions kept these recipe fields at the top level of the config.
+FLAT_RECIPE_FIELDS = TRAIN_FIELDS
 
 
 @dataclass
@@ -34,10 +37,10 @@ class TrainConfig:
     momentum, nesterov  SGD momentum (0.9) and Nesterov flag
     weight_decay     L2 on conv and linear weights only; BN parameters and biases get none (seed: 4e-5)
     warmup_epochs    linear warm-up length, then cosine decay to 0, both updated every step
-    label_smoothing  for the softmax losses (ce, balanced_softmax, logit_adjust)
-    loss             ce | eqlv2 | balanced_softmax | logit_adjust (see :mod:`trials.losses`)
+    recipe           augmentation, loss, data sampler, label smoothing, long tail (:class:`~trials.recipe.Recipe`);
+                     the trainer applies the loss, sampler and smoothing, the data bundle the rest (and must
+                     have been loaded with the same augmentation and long tail)
     logit_adjust_tau τ of the logit-adjusted loss
-    data_sampler     none (shuffle) | class_balanced (uniform over classes, with replacement)
     amp              float16 autocast + GradScaler; CUDA only
     channels_last    NHWC memory format for model and inputs
     seed             seeds torch/numpy/random, model init, batch order and data-loader workers
@@ -55,10 +58,8 @@ class TrainConfig:
     nesterov: bool = False
     weight_decay: float = 4e-5
     warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
-    loss: str = "ce"
+    recipe: Recipe = field(default_factory=Recipe)
     logit_adjust_tau: float = 1.0
-    data_sampler: str = "none"
     amp: bool = False
     channels_last: bool = False
     seed: int = 0
@@ -69,10 +70,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise :class:`TrainError` naming the first invalid field and what is allowed."""
-        if self.loss not in LOSSES:
-            raise TrainError(f"unknown loss {self.loss!r}", f"allowed: {', '.join(LOSSES)}")
-        if self.data_sampler not in DATA_SAMPLERS:
-            raise TrainError(f"unknown data sampler {self.data_sampler!r}", f"allowed: {', '.join(DATA_SAMPLERS)}")
+        self.recipe.validate()
         if self.lr_scaling not in LR_SCALINGS:
             raise TrainError(f"unknown lr scaling {self.lr_scaling!r}", f"allowed: {', '.join(LR_SCALINGS)}")
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
@@ -85,8 +83,6 @@ class TrainConfig:
         for name in ("momentum", "weight_decay", "warmup_epochs", "num_workers", "logit_adjust_tau"):
             if getattr(self, name) < 0:
                 raise TrainError(f"{name} must not be negative, got {getattr(self, name)}")
-        if not 0 <= self.label_smoothing < 1:
-            raise TrainError(f"label_smoothing {self.label_smoothing} is out of range", "use a value in [0, 1)")
 
     def effective_lr(self, world_size: int = 1) -> float:
         """The lr the optimizer uses: ``lr``, or ``lr × batch_size × world_size / 256`` when linear."""
@@ -94,14 +90,34 @@ class TrainConfig:
             return self.lr * self.batch_size * world_size / 256
         return self.lr
 
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes``: config fields, or recipe fields (applied to :attr:`recipe`). Keys whose
+        value is None are ignored ("not given"). The recipe is checked here, the rest by :meth:`validate`."""
+        given = {k: v for k, v in changes.items() if v is not None}
+        recipe_names = {f.name for f in fields(Recipe)}
+        body = self.to_dict()
+        body["recipe"].update({k: v for k, v in given.items() if k in recipe_names})
+        body.update({k: v for k, v in given.items() if k not in recipe_names})
+        return TrainConfig.from_dict(body)
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form."""
-        return asdict(self)
+        """Plain-JSON form (the recipe as a nested dict)."""
+        body = asdict(self)
+        body["recipe"] = self.recipe.to_dict()
+        return body
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict` (earlier field names accepted); unknown keys raise :class:`TrainError`."""
+        """Inverse of :meth:`to_dict`. Earlier forms are read: renamed fields (``sampler``), and ``loss``,
+        ``data_sampler``, ``label_smoothing`` at the top level (they join the recipe). Unknown keys raise
+        :class:`TrainError`."""
         data = {RENAMED_FIELDS.get(k, k): v for k, v in data.items()}
+        flat = {k: data.pop(k) for k in FLAT_RECIPE_FIELDS if k in data}
+        recipe = data.get("recipe")
+        if recipe is not None and not isinstance(recipe, (dict, Recipe)):
+            raise TrainError(f"the training config's recipe is {type(recipe).__name__}, not a mapping")
+        recipe_body = recipe.to_dict() if isinstance(recipe, Recipe) else dict(recipe or {})
+        data["recipe"] = Recipe.from_dict({**recipe_body, **flat})
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

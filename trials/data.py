@@ -20,6 +20,9 @@ image keeps all its images for training and is also its own selection (listed in
 ``report.classes_in_both``); a class too small for a test image has none (``report.classes_without_test``)
 — test images are never trained on.
 
+:class:`DataSettings` (source + split rule) is the one description of which images are in which split:
+``DataSettings(...).load(resolution, recipe)`` is :func:`load_data`, and every bundle carries its settings.
+
 Class labels follow sorted folder names (ImageFolder order). The recipe's long tail applies to the
 training split only, after the split, so selection and test keep every class's share; profile rank ``i``
 goes to the ``i``-th largest class, ties in name order (:func:`trials.longtail.rank_targets`); the digits'
@@ -40,6 +43,7 @@ import dataclasses
 import os
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,12 +61,10 @@ from trials.transforms import (
     EvalTransform,
     ImagePathDataset,
     TensorImageDataset,
-    TrainAugment,
     TrainTransform,
     Transform,
     store_size,
     train_augment,
-    with_augment,
 )
 
 DIGITS_SOURCE = "embedded:sklearn-digits"
@@ -75,6 +77,73 @@ SKIP_SAMPLE = 10
 
 class DataWarning(UserWarning):
     """Some files were skipped (unreadable, empty, not an image); the report has the details."""
+
+
+# -- which images are in which split ------------------------------------------------------------------
+
+#: Keys of earlier records (checkpoints of format version 1, reports) read by :meth:`DataSettings.from_dict`:
+#: old name -> current name, or None for keys that belong to the recipe now (and are ignored here).
+LEGACY_SETTING_KEYS: dict[str, str | None] = {"val_ratio": "selection_ratio", "long_tail": None, "augment": None}
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Which images are in which split: the data source and the split rule (see the module doc).
+
+    ``path`` None is the embedded digits. Together with a resolution and a :class:`~trials.recipe.Recipe`
+    (whose long tail thins the training split) these settings reproduce a :class:`DataBundle` exactly;
+    checkpoints and studies record them so that evaluation and export reload the very same splits.
+    """
+
+    path: str | None = None
+    selection_ratio: float = DEFAULT_SELECTION_RATIO
+    test_ratio: float = DEFAULT_TEST_RATIO
+    seed: int = 0
+    max_per_class: int | None = None
+
+    def load(self, resolution: int, recipe: Recipe | None = None, *, in_memory: bool | None = None) -> DataBundle:
+        """The data bundle at ``resolution`` with ``recipe`` (None: :meth:`Recipe.for_data`); see :func:`load_data`."""
+        return load_data(self.path, resolution, recipe=recipe, selection_ratio=self.selection_ratio,
+                         test_ratio=self.test_ratio, seed=self.seed, max_per_class=self.max_per_class,
+                         in_memory=in_memory)
+
+    def replace(self, **changes: object) -> DataSettings:
+        """A copy with ``changes`` (keys whose value is None are ignored: "not given")."""
+        given = {k: v for k, v in changes.items() if v is not None}
+        return dataclasses.replace(self, **given)  # type: ignore[arg-type]
+
+    def describe(self) -> str:
+        """One line for people, e.g. ``embedded digits, selection 0.1, test 0.1, split seed 0``."""
+        cap = f", at most {self.max_per_class} per class" if self.max_per_class is not None else ""
+        return (f"{self.path or 'embedded digits'}, selection {self.selection_ratio:g}, test {self.test_ratio:g}, "
+                f"split seed {self.seed}{cap}")
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain-JSON form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> DataSettings:
+        """Inverse of :meth:`to_dict`; absent fields take the defaults, earlier names are read
+        (:data:`LEGACY_SETTING_KEYS`), unknown keys and wrong types raise :class:`~trials.errors.DataError`."""
+        body: dict[str, object] = {}
+        for key, value in data.items():
+            name = LEGACY_SETTING_KEYS.get(key, key)
+            if name is not None and (key not in LEGACY_SETTING_KEYS or name not in data):
+                body[name] = value
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(body) - known)
+        if unknown:
+            raise DataError(f"unknown data setting(s) {unknown}", f"known: {', '.join(sorted(known))}")
+        try:
+            path, cap = body.get("path"), body.get("max_per_class")
+            return cls(path=None if path is None else str(path),
+                       selection_ratio=float(body.get("selection_ratio", DEFAULT_SELECTION_RATIO)),  # type: ignore[arg-type]
+                       test_ratio=float(body.get("test_ratio", DEFAULT_TEST_RATIO)),  # type: ignore[arg-type]
+                       seed=int(body.get("seed", 0)),  # type: ignore[call-overload]
+                       max_per_class=None if cap is None else int(cap))  # type: ignore[call-overload]
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"malformed data settings {dict(data)} ({exc})", "the record is damaged") from exc
 
 
 # -- the bundle -----------------------------------------------------------------------------------
@@ -113,20 +182,9 @@ class DataReport:
     augment: dict[str, object] = field(default_factory=dict)
     load_s: float = 0.0
 
-    # Old names, kept while readers of recorded reports still use them (issue 10 part B renames them).
-    @property
-    def val_images(self) -> int:
-        """Old name of :attr:`selection_images`."""
-        return self.selection_images
-
-    @property
-    def val_ratio(self) -> float:
-        """Old name of :attr:`selection_ratio`."""
-        return self.selection_ratio
-
     def to_dict(self) -> dict[str, object]:
-        """Plain JSON-able dict (with the old keys ``val_images``/``val_ratio`` beside the new ones)."""
-        return {**asdict(self), "val_images": self.val_images, "val_ratio": self.val_ratio}
+        """Plain JSON-able dict."""
+        return asdict(self)
 
     def split_line(self) -> str:
         """How the three splits were made, in one line."""
@@ -166,7 +224,8 @@ class DataBundle:
 
     ``train_eval`` holds the training images with the evaluation transform (center crop, no
     augmentation), for measuring training-set accuracy as the seed did. ``recipe`` is the recipe whose
-    augmentation and long tail ``train`` applies.
+    augmentation and long tail ``train`` applies; ``settings`` the :class:`DataSettings` that reload the same
+    splits (None for hand-made bundles).
     """
 
     train: Dataset
@@ -179,22 +238,11 @@ class DataBundle:
     report: DataReport
     train_eval: Dataset | None = None
     recipe: Recipe = field(default_factory=Recipe)
+    settings: DataSettings | None = None
 
     def __post_init__(self) -> None:
         if self.train_eval is None:
             self.train_eval = self.train
-
-    # `val` / `val_counts` / `val_labels`: read-only aliases of the selection split for callers written before
-    # the three splits (training, checkpoints, the CLI); issue 10 part B renames those callers and drops these.
-    @property
-    def val(self) -> Dataset:
-        """Old name of :attr:`selection` (read-only)."""
-        return self.selection
-
-    @property
-    def val_counts(self) -> list[int]:
-        """Old name of :attr:`selection_counts` (read-only)."""
-        return self.selection_counts
 
     @property
     def num_classes(self) -> int:
@@ -217,11 +265,6 @@ class DataBundle:
         return _labels(self.selection)
 
     @property
-    def val_labels(self) -> torch.Tensor:
-        """Old name of :attr:`selection_labels`."""
-        return self.selection_labels
-
-    @property
     def test_labels(self) -> torch.Tensor:
         """int64 label of every test item, in dataset order."""
         return _labels(self.test)
@@ -237,27 +280,6 @@ def _labels(dataset: Dataset) -> torch.Tensor:
 
 
 # -- loading ----------------------------------------------------------------------------------------
-
-def resolve_recipe(
-    path: str | os.PathLike[str] | None,
-    recipe: Recipe | None = None,
-    *,
-    long_tail: str | None = None,
-    augment: bool | TrainAugment = False,
-) -> Recipe:
-    """The recipe :func:`load_data` applies: ``recipe`` (None: :meth:`Recipe.for_data`), with the older
-    keyword arguments on top — ``long_tail`` replaces the recipe's, ``augment=True`` turns RandAugment on,
-    a :class:`TrainAugment` replaces the whole augmentation."""
-    out = recipe if recipe is not None else Recipe.for_data(path)
-    if long_tail is not None:
-        out = dataclasses.replace(out, long_tail=long_tail)
-    if isinstance(augment, TrainAugment):
-        out = with_augment(out, augment)
-    elif augment:
-        out = dataclasses.replace(out, randaugment=True)
-    out.validate()
-    return out
-
 
 def _check_arguments(resolution: int, selection_ratio: float, test_ratio: float, max_per_class: int | None) -> None:
     if resolution < MIN_RESOLUTION:
@@ -293,21 +315,17 @@ def load_data(
     seed: int = 0,
     max_per_class: int | None = None,
     in_memory: bool | None = None,
-    val_ratio: float | None = None,
-    long_tail: str | None = None,
-    augment: bool | TrainAugment = False,
 ) -> DataBundle:
     """Read a data folder (or the embedded digits for ``path=None``) into train / selection / test datasets.
 
     ``recipe`` (None: :meth:`Recipe.for_data`) sets the training augmentation and the long tail, applied
     at ``resolution`` (the spec's). ``seed`` fixes the splits and the long-tail subsampling (augmentation
     draws from torch's RNG). ``in_memory=None`` decodes once into memory when the pixels fit in
-    :data:`MEMORY_LIMIT_BYTES`. Older keywords, still accepted: ``val_ratio`` (= ``selection_ratio``),
-    ``long_tail`` and ``augment`` (see :func:`resolve_recipe`).
+    :data:`MEMORY_LIMIT_BYTES`. The bundle's ``settings`` reload the same splits (the path made absolute).
     """
     start = time.perf_counter()
-    recipe = resolve_recipe(path, recipe, long_tail=long_tail, augment=augment)
-    selection_ratio = selection_ratio if val_ratio is None else val_ratio
+    recipe = recipe if recipe is not None else Recipe.for_data(path)
+    recipe.validate()
     _check_arguments(resolution, selection_ratio, test_ratio, max_per_class)
     size = store_size(resolution)
     src = digits_source(size) if path is None else folder_source(path)
@@ -351,6 +369,8 @@ def load_data(
         _dataset(pixels, pos[split.test], labels[split.test], size, evaluate), list(classes),
         counts["train"], counts["selection"], counts["test"], report,
         train_eval=train.with_transform(evaluate), recipe=recipe,
+        settings=DataSettings(None if path is None else str(Path(path).expanduser().absolute()), selection_ratio,
+                              test_ratio, seed, max_per_class),
     )
 
 

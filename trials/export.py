@@ -2,8 +2,10 @@
 
 :func:`export_model` re-parameterizes the model, writes ONNX fp32 (static 1×3×R×R, one fused 3×3 conv
 per block) and int8 QDQ (calibrated on training images), then proves the files compute what the model
-computes: fp32 parity with the PyTorch deploy model on real validation images, and int8 fidelity (top-1
-agreement with fp32, accuracy and balanced accuracy of both). It measures on-host latency of both files
+computes: fp32 parity with the PyTorch deploy model on the held-out test images, and int8 fidelity
+(top-1 agreement with fp32; top-1, balanced accuracy, worst-class recall and the per-class table of both)
+on the **test** split, with the selection split's figures beside them (the split the search ranked on
+and the best epoch was picked on: an optimistic figure, labelled as such). It measures on-host latency of both files
 and writes ``model_card.json`` last. Every file is made in a staging folder and moved into place only
 when all checks pass, so a failed export leaves nothing behind that claims success.
 
@@ -35,6 +37,7 @@ from trials.model_card import CARD_NAME, CARD_SCHEMA_VERSION, ModelCard, sha256_
 if TYPE_CHECKING:
     import numpy as np
     from torch import nn
+    from torch.utils.data import Dataset
 
     from search_space import ArchSpec
     from trials.data import DataBundle
@@ -47,10 +50,10 @@ TOOL_NAME = "repvgg-hwnas"
 @dataclass(frozen=True)
 class Provenance:
     """What the card says about where the model came from: its training (config and metrics, or ``None``
-    when unknown), how its data was loaded, its source (an arch, a trial, a checkpoint) and notes for the user."""
+    when unknown), its source (an arch, a trial, a checkpoint) and notes for the user. (How the data was
+    loaded comes from the data bundle itself: its settings, recipe and report.)"""
 
     training: Mapping[str, object] | None = None
-    data: Mapping[str, object] = field(default_factory=dict)
     source: Mapping[str, object] = field(default_factory=lambda: {"kind": "model"})
     notes: Sequence[str] = ()
 
@@ -62,13 +65,13 @@ class Sections:
     graph: stages.GraphSection
     quantization: stages.QuantizationSection
     parity: stages.ParitySection
-    fidelity: stages.FidelitySection
+    accuracy: stages.AccuracySection
     latency: stages.LatencySection
 
     def to_dict(self) -> stages.JSONDict:
         """The sections under their card keys."""
         return {"onnx": self.graph.to_dict(), "quantization": self.quantization.to_dict(),
-                "parity": self.parity.to_dict(), "accuracy": self.fidelity.to_dict(), "latency": self.latency.to_dict()}
+                "parity": self.parity.to_dict(), "accuracy": self.accuracy.to_dict(), "latency": self.latency.to_dict()}
 
 
 def export_model(
@@ -88,9 +91,10 @@ def export_model(
     """Export a trained ``model`` of ``spec`` into ``out_dir`` and verify it; return its :class:`ModelCard`.
 
     Writes ``model_fp32.onnx``, ``model_int8.onnx`` (QDQ, calibrated on ``data.train_eval``: training
-    images with the evaluation transform) and ``model_card.json`` (last); ``data.val`` gives the parity
-    and accuracy images. ``predicted`` holds the per-device latency predictions; ``attach`` maps names like
-    ``"checkpoint"`` to files moved into ``out_dir`` with the export and checksummed.
+    images with the evaluation transform) and ``model_card.json`` (last); ``data.test`` gives the parity and
+    accuracy images, ``data.selection`` the figures beside them. ``predicted`` holds the per-device latency
+    predictions; ``attach`` maps names like ``"checkpoint"`` to files moved into ``out_dir`` with the export
+    and checksummed.
     Raises :class:`ExportError` when a check fails, leaving no new file in ``out_dir``.
     """
     quantize, latency = quantize or stages.QuantizeOptions(), latency or stages.LatencyOptions()
@@ -98,7 +102,8 @@ def export_model(
     if len(data.classes) != spec.num_classes:
         raise ExportError(f"the model has {spec.num_classes} classes but the data has {len(data.classes)}",
                           "export with the data the model was trained on")
-    val_x, val_y = _validation_images(data, spec)
+    test_x, test_y = _split_images(data.test, "test", spec)
+    sel_x, sel_y = _split_images(data.selection, "selection", spec)
     staging = _Staging(Path(out_dir))
     try:
         step("re-parameterizing")
@@ -110,9 +115,9 @@ def export_model(
         graph = stages.inspect_graph(fp32, spec)
 
         step("checking fp32 parity")
-        deploy_logits = stages.run_torch(deploy, val_x)
-        fp32_logits = stages.run_onnx(fp32, val_x, latency.ort_threads)
-        train_logits = stages.run_torch(model, val_x[: stages.REPARAM_IMAGES])
+        deploy_logits = stages.run_torch(deploy, test_x)
+        fp32_logits = stages.run_onnx(fp32, test_x, latency.ort_threads)
+        train_logits = stages.run_torch(model, test_x[: stages.REPARAM_IMAGES])
         parity = stages.check_parity(deploy_logits, fp32_logits, train_logits)
         parity.require()
 
@@ -120,16 +125,20 @@ def export_model(
         int8 = staging.path(INT8_NAME)
         quantization = stages.quantize(fp32, int8, data.train_eval, quantize)
 
-        step("checking int8 fidelity")
-        fidelity = stages.check_fidelity(val_y, data.classes, pytorch=deploy_logits, fp32=fp32_logits,
-                                         int8=stages.run_onnx(int8, val_x, latency.ort_threads))
+        step("checking int8 fidelity on the test and selection splits")
+        accuracy = stages.AccuracySection(
+            stages.check_fidelity("test", test_y, data.classes, pytorch=deploy_logits, fp32=fp32_logits,
+                                  int8=stages.run_onnx(int8, test_x, latency.ort_threads)),
+            stages.check_fidelity("selection", sel_y, data.classes, pytorch=stages.run_torch(deploy, sel_x),
+                                  fp32=stages.run_onnx(fp32, sel_x, latency.ort_threads),
+                                  int8=stages.run_onnx(int8, sel_x, latency.ort_threads)))
 
         step("measuring on-host latency")
         timing = stages.measure_latency(fp32, int8, latency, predicted)
 
         files = {"fp32": FP32_NAME, "int8": INT8_NAME, **staging.take(attach or {})}
-        sections = Sections(graph, quantization, parity, fidelity, timing)
-        card = _card(spec, data.classes, sections, staging.describe(files), provenance or Provenance())
+        sections = Sections(graph, quantization, parity, accuracy, timing)
+        card = _card(spec, data, sections, staging.describe(files), provenance or Provenance())
         validate_card(card)
         step("writing the model card")
         card_path = staging.commit(list(files.values()), card)
@@ -138,33 +147,35 @@ def export_model(
     return ModelCard(card, card_path)
 
 
-def _validation_images(data: DataBundle, spec: ArchSpec) -> tuple[np.ndarray, np.ndarray]:
-    """All validation images and labels, checked to be at the spec's resolution."""
-    val_x, val_y = stages.load_images(data.val, range(len(data.val)))  # type: ignore[arg-type]
-    if val_x.shape[1:] != (3, spec.resolution, spec.resolution):
-        raise ExportError(f"validation images are {list(val_x.shape[1:])}, the spec wants "
+def _split_images(dataset: Dataset, split: str, spec: ArchSpec) -> tuple[np.ndarray, np.ndarray]:
+    """All images and labels of one split, checked to be at the spec's resolution."""
+    x, y = stages.load_images(dataset, range(len(dataset)), what=f"the {split} split")  # type: ignore[arg-type]
+    if x.shape[1:] != (3, spec.resolution, spec.resolution):
+        raise ExportError(f"{split} images are {list(x.shape[1:])}, the spec wants "
                           f"[3, {spec.resolution}, {spec.resolution}]", "load the data at the spec's resolution")
-    return val_x, val_y
+    return x, y
 
 
-def _card(spec: ArchSpec, classes: Sequence[str], sections: Sections, files: stages.JSONDict,
+def _card(spec: ArchSpec, data: DataBundle, sections: Sections, files: stages.JSONDict,
           provenance: Provenance) -> dict[str, object]:
     """The whole model card (see ``docs/model_card.md``)."""
     cost = analyze(spec)
+    settings = getattr(data, "settings", None)
     return {
         "schema_version": CARD_SCHEMA_VERSION,
         "tool": {"name": TOOL_NAME, "version": _tool_version()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "spec": spec.to_string(), "spec_hash": spec.hash, "arch": spec.to_dict(), "block": spec.block,
-        "classes": list(classes),
+        "classes": list(data.classes),
         "cost": {"macs": cost.macs, "params": cost.params, "peak_memory_kib": cost.peak_memory_kib,
                  "peak_layer": cost.peak_layer, "weight_bytes": cost.weight_bytes},
         "files": files,
         **sections.to_dict(),
         "training": dict(provenance.training) if provenance.training is not None else None,
-        "data": dict(provenance.data),
+        "data": {"settings": None if settings is None else settings.to_dict(), "recipe": data.recipe.to_dict(),
+                 "report": data.report.to_dict()},
         "source": dict(provenance.source),
-        "notes": [*provenance.notes, *sections.fidelity.notes(spec.block)],
+        "notes": [*provenance.notes, *sections.accuracy.notes(spec.block)],
     }
 
 

@@ -1,7 +1,7 @@
 """The stages of an export, each returning a typed section of the model card.
 
 :func:`inspect_graph` → the ``onnx`` section, :func:`check_parity` → ``parity``, :func:`quantize` →
-``quantization``, :func:`check_fidelity` → ``accuracy``, :func:`measure_latency` → ``latency``.
+``quantization``, :func:`check_fidelity` (per split) → ``accuracy``, :func:`measure_latency` → ``latency``.
 :func:`trials.export.export_model` runs them in that order; each section's ``to_dict()`` is its part of
 ``model_card.json`` (every field is documented in ``docs/model_card.md``). The comparisons take logits
 (``(N, classes)`` arrays), so each rule can be checked on its own; :func:`run_torch` and :func:`run_onnx`
@@ -38,7 +38,7 @@ JSONDict = dict[str, object]
 
 #: fp32 parity tolerance: max |ONNX − PyTorch| ≤ PARITY_RTOL × max(1, max |logit|) over the checked images.
 PARITY_RTOL = 1e-3
-#: Train-form and deploy-form PyTorch logits are compared on this many (the first) validation images.
+#: Train-form and deploy-form PyTorch logits are compared on this many (the first) test images.
 REPARAM_IMAGES = 256
 #: How an image becomes the ONNX input (the evaluation transform of :mod:`trials.transforms`).
 PREPROCESSING: JSONDict = {
@@ -52,12 +52,13 @@ DROP_NOTE, AGREEMENT_NOTE = 0.01, 0.99
 # -- running the model in each form ----------------------------------------------------------------------
 
 
-def load_images(dataset: Dataset, indices: Sequence[int], chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+def load_images(dataset: Dataset, indices: Sequence[int], chunk: int = 512,
+                what: str = "the data set") -> tuple[np.ndarray, np.ndarray]:
     """Stack dataset items into (N, 3, R, R) float32 images and (N,) int64 labels (whole batches where the
-    set allows); an empty selection is an :class:`ExportError`."""
+    set allows); no indices at all is an :class:`ExportError` naming ``what``."""
     indices = [int(i) for i in indices]
     if not indices:
-        raise ExportError("the validation split is empty", "use more data or a larger validation share")
+        raise ExportError(f"{what} is empty", "hold out a share of every class for it (or use more images)")
     batched = getattr(dataset, "__getitems__", None)
     items: list[tuple[torch.Tensor, int]] = []
     for start in range(0, len(indices), chunk):
@@ -223,7 +224,7 @@ def quantize(fp32: Path, int8: Path, calibration_set: Dataset, options: Quantize
     size = len(calibration_set)  # type: ignore[arg-type]
     count = min(options.calibration_images, size)
     sample = np.random.default_rng(options.seed).permutation(size)[:count]
-    images, _ = load_images(calibration_set, sample)
+    images, _ = load_images(calibration_set, sample, what="the calibration set")
     reduce_range = onnx_export.default_reduce_range()
     onnx_export.quantize_int8(fp32, int8, (x[None] for x in images), per_channel=options.per_channel,
                               reduce_range=reduce_range)
@@ -238,27 +239,52 @@ def quantize(fp32: Path, int8: Path, calibration_set: Dataset, options: Quantize
 
 @dataclass(frozen=True)
 class Scores:
-    """Top-1 and balanced accuracy (mean recall over the classes present) of one form of the model."""
+    """Top-1, balanced accuracy (mean recall over the classes present) and the worst class's recall of one
+    form of the model on one split."""
 
     top1: float
     balanced_acc: float
+    worst_class_recall: float
+    worst_class: str
 
 
 def scores(logits: np.ndarray, labels: np.ndarray, classes: Sequence[str]) -> Scores:
     """The :class:`Scores` of (N, classes) logits against (N,) labels."""
     result = result_from_predictions(labels, logits.argmax(1).astype(np.int64), list(classes))
-    return Scores(result.top1, result.balanced_acc)
+    worst = result.per_class[0]  # sorted ascending by recall; classes without images come last
+    return Scores(result.top1, result.balanced_acc, float(worst["acc"] or 0.0), str(worst["name"]))
+
+
+def per_class_table(labels: np.ndarray, classes: Sequence[str], fp32: np.ndarray,
+                    int8: np.ndarray) -> list[JSONDict]:
+    """One row per class: ``class, name, images, fp32_correct, fp32_recall, int8_correct, int8_recall``,
+    ascending by fp32 recall (then images, then index); classes without images last, recall null."""
+    k = len(classes)
+    images = np.bincount(labels, minlength=k)
+    hits = {form: np.bincount(labels[logits.argmax(1) == labels], minlength=k)
+            for form, logits in (("fp32", fp32), ("int8", int8))}
+    rows: list[JSONDict] = []
+    for c in range(k):
+        n = int(images[c])
+        row: JSONDict = {"class": c, "name": str(classes[c]), "images": n}
+        for form, correct in hits.items():
+            row[f"{form}_correct"] = int(correct[c])
+            row[f"{form}_recall"] = float(correct[c] / n) if n else None
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r["images"] == 0, r["fp32_recall"] or 0.0, r["images"], r["class"]))
 
 
 @dataclass(frozen=True)
 class FidelitySection:
-    """The card's ``accuracy`` section: the three forms' scores and how often int8 agrees with fp32."""
+    """The three forms' scores on one split, how often int8 agrees with fp32, and the per-class table."""
 
-    val_images: int
+    split: str
+    images: int
     pytorch: Scores
     fp32: Scores
     int8: Scores
     int8_agreement: float
+    per_class: tuple[JSONDict, ...] = ()
 
     @property
     def int8_drop(self) -> float:
@@ -270,23 +296,47 @@ class FidelitySection:
         notes = []
         if self.int8_drop > DROP_NOTE:
             advice = "; the qarepvgg block usually quantizes better" if block == "repvgg" else ""
-            notes.append(f"int8 top-1 is {100 * self.int8_drop:.1f} points below fp32{advice}")
+            notes.append(f"int8 top-1 is {100 * self.int8_drop:.1f} points below fp32 on the {self.split} split"
+                         f"{advice}")
         if self.int8_agreement < AGREEMENT_NOTE:
-            notes.append(f"int8 and fp32 disagree on {100 * (1 - self.int8_agreement):.1f} % of validation images")
+            notes.append(f"int8 and fp32 disagree on {100 * (1 - self.int8_agreement):.1f} % of {self.split} images")
         return notes
+
+    def to_dict(self, per_class: bool = True) -> JSONDict:
+        """The section as card JSON (with the per-class table unless ``per_class`` is false)."""
+        body: JSONDict = {"split": self.split, "images": self.images, "pytorch": asdict(self.pytorch),
+                          "fp32": asdict(self.fp32), "int8": asdict(self.int8), "int8_agreement": self.int8_agreement,
+                          "int8_drop": self.int8_drop}
+        if per_class:
+            body["per_class"] = [dict(r) for r in self.per_class]
+        return body
+
+
+def check_fidelity(split: str, labels: np.ndarray, classes: Sequence[str], *, pytorch: np.ndarray,
+                   fp32: np.ndarray, int8: np.ndarray) -> FidelitySection:
+    """Score the PyTorch deploy, fp32 ONNX and int8 ONNX logits (each (N, classes)) of ``split`` against
+    ``labels``, with the per-class table of fp32 and int8."""
+    agreement = float((int8.argmax(1) == fp32.argmax(1)).mean())
+    return FidelitySection(split, len(labels), scores(pytorch, labels, classes), scores(fp32, labels, classes),
+                           scores(int8, labels, classes), agreement,
+                           tuple(per_class_table(labels, classes, fp32, int8)))
+
+
+@dataclass(frozen=True)
+class AccuracySection:
+    """The card's ``accuracy`` section: the **test** split's figures (what a user should expect), and beside
+    them, under ``selection``, the split the search ranked on and ``best.pt`` was picked on (optimistic)."""
+
+    test: FidelitySection
+    selection: FidelitySection
+
+    def notes(self, block: str) -> list[str]:
+        """The test split's warnings."""
+        return self.test.notes(block)
 
     def to_dict(self) -> JSONDict:
         """The section as card JSON."""
-        return {"val_images": self.val_images, "pytorch": asdict(self.pytorch), "fp32": asdict(self.fp32),
-                "int8": asdict(self.int8), "int8_agreement": self.int8_agreement, "int8_drop": self.int8_drop}
-
-
-def check_fidelity(labels: np.ndarray, classes: Sequence[str], *, pytorch: np.ndarray, fp32: np.ndarray,
-                   int8: np.ndarray) -> FidelitySection:
-    """Score the PyTorch deploy, fp32 ONNX and int8 ONNX logits (each (N, classes)) against ``labels``."""
-    agreement = float((int8.argmax(1) == fp32.argmax(1)).mean())
-    return FidelitySection(len(labels), scores(pytorch, labels, classes), scores(fp32, labels, classes),
-                           scores(int8, labels, classes), agreement)
+        return {**self.test.to_dict(), "selection": self.selection.to_dict(per_class=False)}
 
 
 # -- on-host latency -----------------------------------------------------------------------------------------

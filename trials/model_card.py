@@ -3,6 +3,10 @@
 ``model_card.json`` is written by :func:`trials.export.export_model`; ``docs/model_card.md`` documents
 every field of :data:`CARD_FIELDS`, and :func:`validate_card` checks a card against them (required
 fields present with the right JSON types, ``spec`` consistent with ``arch``).
+
+Schema 2 reports the **test** split (top-1, balanced accuracy, worst-class recall, per-class table) with
+the selection split's figures beside them; schema-1 cards (accuracy on the validation split that the
+search also ranked on) still load and validate against :data:`CARD_FIELDS_V1`.
 """
 
 from __future__ import annotations
@@ -18,16 +22,17 @@ from typing import Any
 from search_space import ArchSpec
 from trials.errors import ExportError
 
-__all__ = ["CARD_FIELDS", "CARD_NAME", "CARD_SCHEMA_VERSION", "ModelCard", "load_card", "sha256_file", "validate_card"]
+__all__ = ["CARD_FIELDS", "CARD_FIELDS_V1", "CARD_NAME", "CARD_SCHEMA_VERSION", "ModelCard", "load_card",
+           "sha256_file", "validate_card"]
 
-CARD_SCHEMA_VERSION = 1
+CARD_SCHEMA_VERSION = 2
 CARD_NAME = "model_card.json"
 
 _N = (type(None),)
 _NUM = (int, float)
-#: Documented card fields: dotted path → (allowed JSON types, meaning). ``docs/model_card.md`` lists them all.
-CARD_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
-    "schema_version": ((int,), "card format version (1)"),
+#: The fields of schema 1: dotted path → (allowed JSON types, meaning).
+CARD_FIELDS_V1: dict[str, tuple[tuple[type, ...], str]] = {
+    "schema_version": ((int,), "card format version"),
     "tool.name": ((str,), "the tool that wrote the card"),
     "tool.version": ((str,), "its version"),
     "created": ((str,), "UTC time the card was written, ISO 8601"),
@@ -82,6 +87,44 @@ CARD_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
 }
 
 
+_TEST_FORMS = {"pytorch": "the PyTorch deploy model", "fp32": "the fp32 ONNX file (onnxruntime)",
+               "int8": "the int8 ONNX file (onnxruntime)"}
+#: Schema 2 (documented in ``docs/model_card.md``): schema 1 with the accuracy on the test split, worst-class
+#: recall, the per-class table, the selection split's figures beside them, and the data's settings and recipe.
+CARD_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    **{k: v for k, v in CARD_FIELDS_V1.items() if k not in ("accuracy.val_images", "parity.images", "data")},
+    "schema_version": ((int,), "card format version (2; cards of version 1 are still read)"),
+    "parity.images": ((int,), "test images compared"),
+    **{f"accuracy.{form}.top1": (_NUM, f"test top-1 of {what}") for form, what in _TEST_FORMS.items()},
+    **{f"accuracy.{form}.balanced_acc": (_NUM, f"test balanced accuracy (mean per-class recall) of {what}")
+       for form, what in _TEST_FORMS.items()},
+    "accuracy.int8_agreement": (_NUM, "fraction of test images where int8 and fp32 ONNX predict the same class"),
+    "accuracy.int8_drop": (_NUM, "test fp32 top-1 − int8 top-1 (points of fraction, 0.01 = 1 %)"),
+    "accuracy.split": ((str,), "the split these figures are measured on: test (held out from search and training)"),
+    "accuracy.images": ((int,), "test images evaluated"),
+    **{f"accuracy.{form}.worst_class_recall": (_NUM, f"lowest per-class recall of {what}")
+       for form, what in _TEST_FORMS.items()},
+    **{f"accuracy.{form}.worst_class": ((str,), "the class with that recall") for form in _TEST_FORMS},
+    "accuracy.per_class": ((list,), "per test class: {class, name, images, fp32_correct, fp32_recall, int8_correct, "
+                                    "int8_recall}, ascending by fp32 recall"),
+    "accuracy.selection.images": ((int,), "selection images evaluated (the split the search ranked on)"),
+    **{f"accuracy.selection.{form}.{key}": (_NUM, f"{key} of {form} on the selection split (optimistic)")
+       for form in ("fp32", "int8") for key in ("top1", "balanced_acc", "worst_class_recall")},
+    "accuracy.selection.int8_drop": (_NUM, "fp32 top-1 − int8 top-1 on the selection split"),
+    "data": ((dict,), "how the data was loaded and what it held"),
+    "data.settings": ((dict, *_N), "data source and split rule (path, selection_ratio, test_ratio, seed, "
+                                   "max_per_class); null when unknown"),
+    "data.recipe": ((dict,), "the training recipe (augmentation, loss, sampler, smoothing, long tail)"),
+    "data.report": ((dict,), "the loader's report: layout, split sizes, skipped files, …"),
+}
+_SECTIONS = list(dict.fromkeys(k.split(".")[0] for k in CARD_FIELDS_V1))
+_ACCURACY = ("accuracy.split", "accuracy.images", "accuracy.pytorch", "accuracy.fp32", "accuracy.int8.",
+             "accuracy.int8_", "accuracy.per_class", "accuracy.selection")
+CARD_FIELDS = dict(sorted(CARD_FIELDS.items(), key=lambda kv: (  # card order: by section, accuracy by topic
+    _SECTIONS.index(kv[0].split(".")[0]), next((i for i, p in enumerate(_ACCURACY) if kv[0].startswith(p)), 0))))
+FIELDS_BY_VERSION = {1: CARD_FIELDS_V1, CARD_SCHEMA_VERSION: CARD_FIELDS}
+
+
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """Hex sha256 of a file's bytes."""
     digest = hashlib.sha256()
@@ -101,9 +144,14 @@ def _lookup(data: Mapping[str, Any], dotted: str) -> tuple[bool, Any]:
 
 
 def validate_card(data: Mapping[str, Any]) -> None:
-    """Check a card dict against :data:`CARD_FIELDS`; raise :class:`ExportError` listing every problem."""
+    """Check a card dict against the fields of its schema version (:data:`FIELDS_BY_VERSION`); raise
+    :class:`ExportError` listing every problem."""
+    version = data.get("schema_version")
+    if isinstance(version, bool) or version not in FIELDS_BY_VERSION:
+        raise ExportError(f"invalid model card: schema_version {version!r} is not one of "
+                          f"{', '.join(map(str, FIELDS_BY_VERSION))}", "see docs/model_card.md for the fields")
     problems = []
-    for dotted, (types, _) in CARD_FIELDS.items():
+    for dotted, (types, _) in FIELDS_BY_VERSION[version].items():
         found, value = _lookup(data, dotted)
         if not found:
             problems.append(f"missing {dotted}")
@@ -111,8 +159,6 @@ def validate_card(data: Mapping[str, Any]) -> None:
             problems.append(f"{dotted} is a bool")
         elif not isinstance(value, types):
             problems.append(f"{dotted} is {type(value).__name__}, expected {'|'.join(t.__name__ for t in types)}")
-    if not problems and data["schema_version"] != CARD_SCHEMA_VERSION:
-        problems.append(f"schema_version {data['schema_version']} is not {CARD_SCHEMA_VERSION}")
     if not problems and data["spec"] != ArchSpec.from_dict(data["arch"]).to_string():
         problems.append("spec and arch disagree")
     if problems:
@@ -147,14 +193,26 @@ class ModelCard:
         return self.folder / self.data["files"][name]["path"]
 
     def summary(self) -> dict[str, Any]:
-        """One flat row for tables: accuracies, drop, agreement, parity, latencies, files."""
+        """One flat row for tables: test and selection accuracies, drop, agreement, parity, latencies, files.
+
+        A schema-1 card measured one split, the one the search also ranked on: its figures fill the
+        ``selection_*`` columns and the ``test_*`` ones are None.
+        """
         acc, lat = self.data["accuracy"], self.data["latency"]["measured"]
+        if self.data["schema_version"] == 1:
+            test: dict[str, Any] = {"fp32": {}, "int8": {}}
+            selection = acc
+        else:
+            test, selection = acc, acc["selection"]
         return {
             "spec": self.data["spec"], "block": self.data["block"], "macs": self.data["cost"]["macs"],
-            "params": self.data["cost"]["params"], "fp32_top1": acc["fp32"]["top1"],
-            "int8_top1": acc["int8"]["top1"], "int8_drop": acc["int8_drop"],
-            "fp32_bal": acc["fp32"]["balanced_acc"], "int8_bal": acc["int8"]["balanced_acc"],
-            "agreement": acc["int8_agreement"], "parity_max_diff": self.data["parity"]["max_abs_diff"],
+            "params": self.data["cost"]["params"], "test_images": acc.get("images"),
+            "test_fp32_top1": test["fp32"].get("top1"), "test_int8_top1": test["int8"].get("top1"),
+            "test_int8_drop": test.get("int8_drop"), "test_fp32_bal": test["fp32"].get("balanced_acc"),
+            "test_int8_bal": test["int8"].get("balanced_acc"),
+            "test_worst_recall": test["fp32"].get("worst_class_recall"),
+            "selection_fp32_top1": selection["fp32"]["top1"], "selection_fp32_bal": selection["fp32"]["balanced_acc"],
+            "agreement": test.get("int8_agreement"), "parity_max_diff": self.data["parity"]["max_abs_diff"],
             "fp32_ms": lat["fp32"]["ms"], "int8_ms": lat["int8"]["ms"],
             "folder": str(self.folder) if self.folder else None,
         }

@@ -8,6 +8,9 @@ it). Only the budget differs, :class:`ProxyBudget`: a training subset that keeps
 hard cap on optimizer steps, a fixed seed and one torch thread — so every spec is judged on identical
 data, order and step count, and a big spec costs more per step but never more steps. The score is the
 final-epoch accuracy on the **selection** split (capped per class, stratified); the test split is never read.
+The result keeps every scored image's label and prediction, so that the caller can say how uncertain the
+score is (``nas.uncertainty``); the scored images do not depend on the proxy's seed, so runs with several
+seeds score the same images (paired).
 
 The subset's indices are chosen once per (data bundle, budget) and reused by every later call with the
 same bundle, which is what a search does dozens of times.
@@ -25,19 +28,24 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from search_space.spec import ArchSpec
 from trials.checkpoint import rng_state, set_rng_state
 from trials.config import TrainConfig
 from trials.distributed import dataset_labels, torch_threads
 from trials.errors import TrainError
+from trials.evaluate import result_from_predictions
 from trials.longtail import cap_per_class, shape_subset
 from trials.recipe import Recipe
 from trials.train import data_resolution, train
 
 if TYPE_CHECKING:
     from trials.data import DataBundle
+
+
+#: Seed of the choice of scored selection images (not the proxy's seed: repeated seeds score the same images).
+SELECTION_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -52,9 +60,12 @@ class ProxyBudget:
     max_steps            … but never more optimizer steps than this (bounds the cost of big specs and big sets)
     train_images         about this many training images, the class-count shape kept (the smallest class
                          keeps at least 5 when it has them, so a long tail may add a few); None: all of them
-    selection_per_class  selection images scored per class (a seeded stratified choice); None: all
+    selection_per_class  selection images scored per class (a stratified choice with seed
+                         :data:`SELECTION_SEED`, whatever ``seed`` is: every proxy seed scores the same images);
+                         None: all
     batch_size, lr, warmup_epochs, weight_decay   as in TrainConfig
-    seed                 fixes the subset, the initialization, the batch order and the augmentation draws
+    seed                 fixes the training subset, the initialization, the batch order and the augmentation
+                         draws
     threads              torch CPU threads during the run (1: results independent of the core count and
                          robust on a shared machine; None: the caller's setting)
     """
@@ -102,7 +113,7 @@ class ProxyConfig:
         b = self.budget
         return TrainConfig(epochs=b.epochs, batch_size=b.batch_size, lr=b.lr, warmup_epochs=b.warmup_epochs,
                            weight_decay=b.weight_decay, seed=b.seed, max_steps=b.max_steps, device="cpu",
-                           num_workers=0, **recipe.train_options())
+                           num_workers=0, recipe=recipe)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form (recorded beside proxy scores)."""
@@ -111,7 +122,8 @@ class ProxyConfig:
 
 @dataclass(frozen=True)
 class ProxyResult:
-    """Final-epoch selection accuracy of a proxy run and what the run cost."""
+    """Final-epoch selection accuracy of a proxy run, what the run cost, and every scored image's label and
+    predicted class (in the same order for every proxy seed on the same data and budget)."""
 
     top1: float
     balanced_acc: float
@@ -121,6 +133,8 @@ class ProxyResult:
     resolution: int
     steps: int = 0
     selection_images: int = 0
+    selection_labels: tuple[int, ...] = field(default=(), repr=False)
+    selection_predictions: tuple[int, ...] = field(default=(), repr=False)
 
 
 @dataclass
@@ -134,19 +148,13 @@ class ProxyData:
     train_counts: list[int]
     resolution: int
 
-    @property
-    def val(self) -> Dataset:
-        """The split training validates on (the trainer's name for the selection split)."""
-        return self.selection
-
 
 _CACHE: dict[tuple[Any, ...], tuple[weakref.ref, weakref.ref, np.ndarray, np.ndarray]] = {}
 
 
 def selection_set(data: DataBundle) -> Dataset:
-    """The bundle's selection split (``val`` for bundles from before the three splits)."""
-    selection = getattr(data, "selection", None)
-    return selection if selection is not None else data.val
+    """The bundle's selection split (the only evaluation split a proxy run reads)."""
+    return data.selection
 
 
 def proxy_recipe(data: DataBundle, config: ProxyConfig) -> Recipe:
@@ -164,7 +172,7 @@ def proxy_recipe(data: DataBundle, config: ProxyConfig) -> Recipe:
 
 def _indices(train: Dataset, selection: Dataset, budget: ProxyBudget) -> tuple[np.ndarray, np.ndarray]:
     """Positions of the training subset and of the scored selection images (cached: no pixels, no references)."""
-    key = (id(train), id(selection), budget.train_images, budget.selection_per_class, budget.seed)
+    key = (id(train), id(selection), budget.train_images, budget.selection_per_class, budget.seed)  # (train subset)
     hit = _CACHE.get(key)
     if hit is not None and hit[0]() is train and hit[1]() is selection:
         return hit[2], hit[3]
@@ -172,7 +180,7 @@ def _indices(train: Dataset, selection: Dataset, budget: ProxyBudget) -> tuple[n
     tr = shape_subset(np.asarray(dataset_labels(train), dtype=np.int64), budget.train_images, budget.seed)
     sel = np.arange(len(sel_labels))
     if budget.selection_per_class is not None and len(sel):
-        sel = cap_per_class(sel, sel_labels, budget.selection_per_class, budget.seed)
+        sel = cap_per_class(sel, sel_labels, budget.selection_per_class, SELECTION_SEED)
     try:
         refs = (weakref.ref(train), weakref.ref(selection))
     except TypeError:  # datasets without weakref support are not cached
@@ -215,24 +223,35 @@ def kept_rng() -> Iterator[None]:
         set_rng_state(saved)
 
 
-_EMBEDDED: dict[tuple[int, int], DataBundle] = {}
+_EMBEDDED: dict[int, DataBundle] = {}
+
+
+def predictions(model: torch.nn.Module, dataset: Dataset, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and predicted classes (int64, dataset order) of every item of ``dataset``; no gradients."""
+    model.eval()
+    labels, predicted = [], []
+    with torch.inference_mode():
+        for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+            predicted.append(model(x).argmax(-1))
+            labels.append(torch.as_tensor(y))
+    return torch.cat(labels).numpy().astype(np.int64), torch.cat(predicted).numpy().astype(np.int64)
 
 
 def proxy_accuracy(spec: ArchSpec, data: DataBundle | None = None, config: ProxyConfig | None = None) -> ProxyResult:
     """Train ``spec`` (with the data's class count) on the proxy budget and score it on the selection split.
 
     ``data`` is a DataBundle loaded at the spec's resolution (a different resolution is a
-    :class:`TrainError`), or None for the embedded digits at that resolution. Returns the final-epoch
-    selection top-1 and balanced accuracy, the wall time, and the budget actually spent. The caller's
-    torch thread count and RNG states are restored afterwards.
+    :class:`TrainError`), or None for the embedded digits at that resolution (split seed 0, whatever the
+    proxy's seed). Returns the final-epoch selection top-1 and balanced accuracy with every scored image's
+    label and prediction, the wall time, and the budget actually spent. The caller's torch thread count
+    and RNG states are restored afterwards.
     """
     config = config or ProxyConfig()
     config.validate()
     if data is None:
-        key = (spec.resolution, config.budget.seed)
-        if key not in _EMBEDDED:
-            _EMBEDDED[key] = embedded_data(*key)
-        data = _EMBEDDED[key]
+        if spec.resolution not in _EMBEDDED:
+            _EMBEDDED[spec.resolution] = embedded_data(spec.resolution)
+        data = _EMBEDDED[spec.resolution]
     resolution = data_resolution(data)
     if resolution != spec.resolution:
         raise TrainError(f"the data is loaded at {resolution} px but the spec runs at {spec.resolution} px",
@@ -242,11 +261,14 @@ def proxy_accuracy(spec: ArchSpec, data: DataBundle | None = None, config: Proxy
     with torch_threads(config.budget.threads), kept_rng():
         subset = proxy_data(data, config)
         result = train(spec.replace(num_classes=len(subset.classes)), subset, config.train_config(recipe))
+        labels, predicted = predictions(result.model, subset.selection)
+    scores = result_from_predictions(labels, predicted, subset.classes)  # = the final epoch's selection figures
     m = result.metrics
     return ProxyResult(
-        top1=float(m["top1"]), balanced_acc=float(m["balanced_acc"]), wall_s=time.perf_counter() - start,
+        top1=scores.top1, balanced_acc=scores.balanced_acc, wall_s=time.perf_counter() - start,
         epochs=int(m["epochs"]), train_images=len(subset.train), resolution=resolution, steps=int(m["steps"]),
-        selection_images=len(subset.selection),
+        selection_images=len(subset.selection), selection_labels=tuple(labels.tolist()),
+        selection_predictions=tuple(predicted.tolist()),
     )
 
 

@@ -9,7 +9,7 @@ spec's resolution (crop areas are fractions of the image, so they mean the same 
 Torch-free, so the command line and the study can name, check and record a recipe without importing torch.
 Who applies which field: :func:`trials.data.load_data` the augmentation and the long tail
 (:data:`DATA_FIELDS`, through :func:`trials.transforms.train_augment`); the trainer the loss, the sampler
-and label smoothing (:data:`TRAIN_FIELDS`, see :meth:`Recipe.train_options`).
+and label smoothing (:data:`TRAIN_FIELDS`, from ``TrainConfig.recipe``).
 """
 
 from __future__ import annotations
@@ -19,13 +19,16 @@ import os
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from trials.config import DATA_SAMPLERS, LOSSES
 from trials.errors import TrainError
 from trials.longtail import long_tail_name, parse_long_tail
 
+#: Loss names (implemented in :mod:`trials.losses`).
+LOSSES = ("ce", "eqlv2", "balanced_softmax", "logit_adjust")
+#: How training batches are drawn from the training split.
+DATA_SAMPLERS = ("none", "class_balanced")
 #: Fields that :func:`trials.data.load_data` applies (they decide the training images and their pixels).
 DATA_FIELDS = ("hflip", "crop_scale", "crop_ratio", "randaugment", "long_tail")
-#: Fields that the trainer applies (``trials.config.TrainConfig`` has the same names).
+#: Fields that the trainer applies (it reads them from ``trials.config.TrainConfig.recipe``).
 TRAIN_FIELDS = ("loss", "data_sampler", "label_smoothing")
 
 
@@ -44,8 +47,8 @@ class Recipe:
                      pad-4-and-crop keeps at least ~77 % of the image, close to this range.
     crop_ratio       aspect-ratio range of the crop box (torchvision's default 3/4–4/3)
     randaugment      torchvision's RandAugment (2 ops, magnitude 9) before the crop; helps long budgets
-    loss             one of :data:`trials.config.LOSSES`
-    data_sampler     one of :data:`trials.config.DATA_SAMPLERS`
+    loss             one of :data:`LOSSES`
+    data_sampler     one of :data:`DATA_SAMPLERS`
     label_smoothing  for the softmax losses, in [0, 1)
     long_tail        ``exp:IF``, ``seed`` or None/``none``: make the training split long-tailed
                      (:mod:`trials.longtail`); the selection and test splits are never subsampled
@@ -93,7 +96,7 @@ class Recipe:
         return out
 
     def train_options(self) -> dict[str, Any]:
-        """The fields the trainer applies, as ``TrainConfig`` keyword arguments."""
+        """The fields the trainer applies (loss, data sampler, label smoothing), by name."""
         return {name: getattr(self, name) for name in TRAIN_FIELDS}
 
     def data_options(self) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """Training: SGD with warm-up + per-step cosine, long-tail losses, samplers, checkpoints, exact resume, DDP.
 
 ``train(spec, data, config)`` trains ``build_model(spec)`` (the multi-branch train form) on a
-:class:`trials.data.DataBundle`, validates every epoch (top-1 and balanced accuracy), and with
-``out_dir`` writes ``last.pt`` every epoch and ``best.pt`` at the best val balanced accuracy.
+:class:`trials.data.DataBundle`, scores every epoch on the **selection** split (top-1 and balanced
+accuracy), and with ``out_dir`` writes ``last.pt`` every epoch and ``best.pt`` at the best selection
+balanced accuracy. The test split is never read: it is for the final report only.
 Resuming from ``last.pt`` restores model, optimizer, scheduler, scaler, loss statistics and RNG
 states, and samplers are pure functions of ``(seed, epoch)``, so on the CPU a resumed run equals an
 uninterrupted one. Under ``torchrun`` the same function trains data-parallel (see
@@ -11,7 +12,6 @@ uninterrupted one. Under ``torchrun`` the same function trains data-parallel (se
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 import time
@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from search_space.model import build_model
 from search_space.spec import ArchSpec
-from trials.checkpoint import Checkpoint, DataSettings, TrainingState, rng_state, set_rng_state
+from trials.checkpoint import Checkpoint, TrainingState, rng_state, set_rng_state
 from trials.config import TrainConfig
 from trials.distributed import (
     DistContext,
@@ -44,7 +44,7 @@ from trials.errors import TrainError
 from trials.losses import build_loss
 
 if TYPE_CHECKING:
-    from trials.data import DataBundle
+    from trials.data import DataBundle, DataSettings
 
 
 @dataclass
@@ -103,11 +103,18 @@ def data_resolution(data: DataBundle) -> int:
     return int(res)
 
 
-def check_data(spec: ArchSpec, data: DataBundle) -> None:
-    """Raise :class:`TrainError` unless ``data`` fits ``spec`` (classes, resolution, non-empty splits)."""
-    if len(data.train) == 0 or len(data.val) == 0:
-        raise TrainError(f"empty split: {len(data.train)} training and {len(data.val)} validation images",
+def check_data(spec: ArchSpec, data: DataBundle, config: TrainConfig) -> None:
+    """Raise :class:`TrainError` unless ``data`` fits ``spec`` (classes, resolution, non-empty training and
+    selection splits) and ``config`` (a bundle with a recipe must augment and long-tail as the config's)."""
+    if len(data.train) == 0 or len(data.selection) == 0:
+        raise TrainError(f"empty split: {len(data.train)} training and {len(data.selection)} selection images",
                          "give a data folder with images in every class")
+    own = getattr(data, "recipe", None)  # a DataBundle has one; the proxy's subsets and hand-made bundles may not
+    if own is not None and own.data_options() != config.recipe.data_options():
+        raise TrainError(f"the data was loaded with another recipe ({own.describe()}) than the training config's "
+                         f"({config.recipe.describe()})",
+                         "train with the data's recipe (TrainConfig(recipe=data.recipe)), or load the data with "
+                         "the config's: augmentation and long tail are applied where the data is loaded")
     if len(data.classes) != spec.num_classes:
         raise TrainError(f"the spec has {spec.num_classes} classes but the data has {len(data.classes)}",
                          f"give the spec the data's class count ({len(data.classes)})")
@@ -119,7 +126,7 @@ def check_data(spec: ArchSpec, data: DataBundle) -> None:
 
 def _make_loader(data: DataBundle, config: TrainConfig, ctx: DistContext) -> tuple[DataLoader, EpochSampler, bool]:
     labels = dataset_labels(data.train)
-    sampler = EpochSampler(labels, balanced=config.data_sampler == "class_balanced", seed=config.seed,
+    sampler = EpochSampler(labels, balanced=config.recipe.data_sampler == "class_balanced", seed=config.seed,
                            rank=ctx.rank, world_size=ctx.world_size)
     drop_last = len(sampler) >= config.batch_size  # never a 1-image batch (train-mode BN needs 2)
     loader = DataLoader(
@@ -139,21 +146,20 @@ def train(
     out_dir: str | Path | None = None,
     resume: bool | Checkpoint = False,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
-    *,
-    data_settings: DataSettings | None = None,
 ) -> TrainResult:
     """Train ``build_model(spec)`` on ``data`` (a DataBundle) with ``config``; see the module docstring.
 
     ``on_progress`` (rank 0 only) receives dicts with ``event`` = ``start`` | ``step`` | ``epoch``,
-    and ``epoch``, ``step``, ``total_steps``, ``loss``, ``lr``, ``images_per_s`` (plus val metrics at
-    ``epoch``). ``resume=True`` continues from ``out_dir/last.pt``; a :class:`Checkpoint` already read
-    from there continues without reading the file again. Checkpoints record ``data_settings`` (how the
-    data was loaded) with the bundle's report, so that evaluation can reload the same split; without
-    them, the settings are taken from the report and the training seed.
+    and ``epoch``, ``step``, ``total_steps``, ``loss``, ``lr``, ``images_per_s`` (plus the selection
+    metrics at ``epoch``). ``resume=True`` continues from ``out_dir/last.pt``; a :class:`Checkpoint` already
+    read from there continues without reading the file again (the data settings must not have changed).
+    Checkpoints record the bundle's ``settings`` and report, so that evaluation and export reload the
+    same splits.
     """
     config = config or TrainConfig()
     config.validate()
-    check_data(spec, data)
+    check_data(spec, data, config)
+    settings: DataSettings | None = getattr(data, "settings", None)
     out = Path(out_dir) if out_dir is not None else None
     last_path = out / "last.pt" if out else None
     if resume is False:
@@ -169,19 +175,10 @@ def train(
         previous = None
         if resume is not False and last_path is not None:
             previous = resume if isinstance(resume, Checkpoint) else Checkpoint.read(last_path)
-            previous.check_resume(spec, config, list(data.classes))
-        return _train(spec, data, config, out, previous, on_progress, ctx, _recorded(data, config, data_settings))
+            previous.check_resume(spec, config, list(data.classes), data=settings)
+        return _train(spec, data, config, out, previous, on_progress, ctx)
     finally:
         shutdown(ctx)
-
-
-def _recorded(data: DataBundle, config: TrainConfig, given: DataSettings | None) -> DataSettings:
-    """What the checkpoints record about the data: the settings given (or read off the report) + the report."""
-    report = getattr(data, "report", None)  # a DataBundle has one; hand-made bundles in tests may not
-    report_dict = dict(report.to_dict()) if report is not None else {}
-    settings = given or DataSettings.from_recorded(report_dict, config.seed)
-    resolution = settings.resolution or data_resolution(data)
-    return dataclasses.replace(settings, resolution=resolution, report=report_dict)
 
 
 @dataclass
@@ -216,12 +213,14 @@ class _Run:
         self.history, self.best = list(previous.history), dict(previous.best or self.best)
         set_rng_state(state.rng)
 
-    def checkpoint(self, spec: ArchSpec, config: TrainConfig, classes: list[str], data: DataSettings) -> Checkpoint:
-        """The checkpoint of the run as it stands after the last epoch."""
+    def checkpoint(self, spec: ArchSpec, config: TrainConfig, data: DataBundle) -> Checkpoint:
+        """The checkpoint of the run as it stands after the last epoch (with the bundle's settings and report)."""
         training = TrainingState(self.optimizer.state_dict(), self.scheduler.state_dict(), self.scaler.state_dict(),
                                  self.criterion.state_dict(), rng_state())
-        return Checkpoint(spec, config, list(classes), self.model.state_dict(), epoch=self.epoch, step=self.step,
-                          history=self.history, best=self.best, metrics=self.history[-1], data=data,
+        report = getattr(data, "report", None)  # hand-made bundles (tests, the proxy's subsets) have none
+        return Checkpoint(spec, config, list(data.classes), self.model.state_dict(), epoch=self.epoch,
+                          step=self.step, history=self.history, best=self.best, metrics=self.history[-1],
+                          data=getattr(data, "settings", None), data_report=report.to_dict() if report else {},
                           training=training)
 
 
@@ -242,7 +241,7 @@ def _setup(spec: ArchSpec, data: DataBundle, config: TrainConfig, ctx: DistConte
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total_steps, warmup_steps))  # a plain function: not saved
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp)
-    criterion = build_loss(config.loss, data.train_counts, config.label_smoothing,
+    criterion = build_loss(config.recipe.loss, data.train_counts, config.recipe.label_smoothing,
                            tau=config.logit_adjust_tau).to(ctx.device)
     return _Run(model, optimizer, scheduler, scaler, criterion, loader, sampler, total_steps, lr, memory_format)
 
@@ -255,7 +254,6 @@ def _train(
     previous: Checkpoint | None,
     on_progress: Callable[[dict[str, Any]], None] | None,
     ctx: DistContext,
-    recorded: DataSettings,
 ) -> TrainResult:
     start = time.perf_counter()
     run = _setup(spec, data, config, ctx)
@@ -272,17 +270,17 @@ def _train(
     best_path = out / "best.pt" if out else None
     while run.epoch < config.epochs and run.step < run.total_steps:
         train_loss, images_per_s = _train_epoch(run, net, config, ctx, emit)
-        top1, bal = evaluate_distributed(run.model, data.val, data.classes, config.eval_batch_size, ctx)
+        top1, bal = evaluate_distributed(run.model, data.selection, data.classes, config.eval_batch_size, ctx)
         run.epoch += 1
-        record = {"epoch": run.epoch, "step": run.step, "train_loss": train_loss, "val_top1": top1,
-                  "val_balanced_acc": bal, "lr": run.optimizer.param_groups[0]["lr"], "images_per_s": images_per_s,
-                  "wall_s": time.perf_counter() - start}
+        record = {"epoch": run.epoch, "step": run.step, "train_loss": train_loss, "selection_top1": top1,
+                  "selection_balanced_acc": bal, "lr": run.optimizer.param_groups[0]["lr"],
+                  "images_per_s": images_per_s, "wall_s": time.perf_counter() - start}
         run.history.append(record)
         improved = bal > run.best["balanced_acc"]
         if improved:
             run.best = {"epoch": run.epoch, "balanced_acc": bal, "top1": top1}
         if out is not None and ctx.is_main:
-            ckpt = run.checkpoint(spec, config, data.classes, recorded)
+            ckpt = run.checkpoint(spec, config, data)
             if improved:  # best first: a crash between the two writes never leaves last.pt ahead of best.pt
                 ckpt.write(out / "best.pt")
             ckpt.write(out / "last.pt")
@@ -338,10 +336,12 @@ def _train_epoch(
 def _final_metrics(run: _Run, spec: ArchSpec, data: DataBundle, ctx: DistContext, start: float) -> dict[str, Any]:
     final = run.history[-1] if run.history else {}
     return {
-        "spec": spec.to_string(), "top1": final.get("val_top1"), "balanced_acc": final.get("val_balanced_acc"),
+        "spec": spec.to_string(), "top1": final.get("selection_top1"),
+        "balanced_acc": final.get("selection_balanced_acc"),
         "best_epoch": run.best["epoch"], "best_top1": run.best["top1"], "best_balanced_acc": run.best["balanced_acc"],
         "train_loss": final.get("train_loss"), "epochs": run.epoch, "steps": run.step,
         "total_steps": run.total_steps, "images_per_s": final.get("images_per_s"), "effective_lr": run.lr,
-        "world_size": ctx.world_size, "train_images": len(data.train), "val_images": len(data.val),
+        "world_size": ctx.world_size, "train_images": len(data.train),
+        "selection_images": len(data.selection),
         "wall_s": time.perf_counter() - start,
     }

@@ -6,26 +6,40 @@ import argparse
 from typing import Any
 
 from nas.cli._common import add_format, add_renamed, emit, message
-from nas.cli.train import add_data_options, add_optimization_options, add_runtime_options, config_overrides
+from nas.cli.options import (
+    add_data_options,
+    add_optimization_options,
+    add_recipe_options,
+    add_runtime_options,
+    add_study_options,
+    config_overrides,
+    data_overrides,
+    recipe_overrides,
+)
 from nas.objectives import Limits
 from nas.pareto import PARETO_PICKS
-from nas.storage import DEFAULT_STORAGE
 
 EPILOG = """examples:
   nas export --arch N1 --resolution 32 --epochs 30 --out export/n1
   nas export --trial 7 --study acc-latency_T4 --out export/t7 --per-channel
+                                   (on the data and with the recipe the search recorded)
   nas export --checkpoint runs/n1/last.pt --out export/n1        (no training: export a trained model)
   nas export --pareto --pick knee --study acc-latency_T4 --out export/knee
   nas export --pareto --out export/front -f json                 (every front trial, one folder each)
 
 Each export folder holds model_fp32.onnx, model_int8.onnx (QDQ), checkpoint.pt (when trained here)
 and model_card.json, written last and only when the fp32 parity check passed; see docs/model_card.md.
+Accuracies are measured on the held-out test split; the selection split's (the one the search ranked
+on, optimistic) are shown beside them.
 """
 
-SUMMARY_COLUMNS = ["trial", "spec", "fp32_top1", "int8_top1", "int8_drop", "fp32_bal", "int8_bal", "agreement",
-                   "parity_max_diff", "fp32_ms", "int8_ms", "folder", "error"]
-TABLE_COLUMNS = ["trial", "spec", "fp32_top1", "int8_top1", "int8_drop", "agreement", "parity_max_diff", "int8_ms",
-                 "folder", "error"]
+SUMMARY_COLUMNS = ["trial", "spec", "test_images", "test_fp32_top1", "test_int8_top1", "test_int8_drop",
+                   "test_fp32_bal", "test_int8_bal", "test_worst_recall", "selection_fp32_top1", "selection_fp32_bal",
+                   "agreement", "parity_max_diff", "fp32_ms", "int8_ms", "folder", "error"]
+PER_CLASS_COLUMNS = ["class", "name", "images", "fp32_recall", "int8_recall"]
+WORST_SHOWN = 10
+TABLE_COLUMNS = ["trial", "spec", "test_fp32_bal", "test_int8_drop", "test_worst_recall", "selection_fp32_bal",
+                 "int8_ms", "error"]  # the folders are printed as each export ends
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,8 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                             "export it without training")
     what.add_argument("--resolution", type=int, help="input px for --arch (presets default to 224)")
     what.add_argument("--block", choices=["repvgg", "qarepvgg"], help="override the block type of --arch")
-    what.add_argument("--storage", default=DEFAULT_STORAGE, help=f"study storage URL (default {DEFAULT_STORAGE})")
-    what.add_argument("--study", help="study name (default: the storage's only study)")
+    add_study_options(what)
     what.add_argument("--pick", choices=PARETO_PICKS, default="all",
                       help="with --pareto: all front trials (default), the knee, or best-acc-under --under")
     what.add_argument("--under", action="append", default=[], metavar="TARGET=MS",
@@ -50,8 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--max-memory", metavar="KIB", help="with --pareto: peak memory limit (filters the front)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (with --pareto: one subfolder per "
                                                               "spec hash, plus summary.json)")
-    add_data_options(p.add_argument_group("data (trains, calibrates and checks the model; with --checkpoint the "
-                                          "recorded settings are the defaults)"))
+    add_data_options(p.add_argument_group("data (trains, calibrates and checks the model; with --trial or "
+                                          "--checkpoint what the study or checkpoint recorded is the default)"))
+    add_recipe_options(p.add_argument_group("recipe, as in nas train (with --trial: the study's by default)"))
     add_optimization_options(p.add_argument_group("training, as in nas train (ignored with --checkpoint)"))
     add_runtime_options(p.add_argument_group("runtime"))
     g = p.add_argument_group("export")
@@ -72,7 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _on_progress(info: dict[str, Any]) -> None:
     if info.get("event") == "epoch":
         message(f"  epoch {info['epoch']}/{info['epochs']}: loss {info['train_loss']:.3f}, "
-                f"val top-1 {info['val_top1']:.3f}, balanced {info['val_balanced_acc']:.3f} "
+                f"selection top-1 {info['selection_top1']:.3f}, balanced {info['selection_balanced_acc']:.3f} "
                 f"({info['wall_s']:.0f} s)")
 
 
@@ -83,19 +97,18 @@ def _usage(text: str) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Run ``nas export``; exit 1 when any export failed (nothing of it is left behind)."""
-    from nas.deploy import DataOptions, ExportOptions, export_arch, export_pareto, export_trial
-    from nas.runs import set_torch_threads, train_config
+    from nas.deploy import ExportOptions, export_arch, export_pareto, export_trial
+    from nas.runs import set_torch_threads
 
     if not (args.arch or args.trial is not None or args.pareto or args.checkpoint):
         return _usage("give --arch, --trial, --pareto or --checkpoint")
     if args.pareto and args.checkpoint:
         return _usage("--checkpoint exports one model; it cannot go with --pareto")
     set_torch_threads(args.torch_threads)
-    data = DataOptions(args.data, args.val_ratio, args.long_tail, args.augment, args.seed, args.max_per_class)
     options = ExportOptions(per_channel=args.per_channel, calibration_images=args.calibration_images,
                             ort_threads=args.ort_threads, tables=args.tables)
-    common = {"data": data, "config": train_config(config_overrides(args)), "options": options,
-              "on_progress": _on_progress, "on_step": lambda text: message(f"[dim]{text}[/]")}
+    common = {"data": data_overrides(args), "recipe": recipe_overrides(args), "config": config_overrides(args),
+              "options": options, "on_progress": _on_progress, "on_step": lambda text: message(f"[dim]{text}[/]")}
     if args.pareto:
         limits = Limits.parse(max_memory=args.max_memory) if args.max_memory else None
         under = Limits.parse(args.under, args.max_memory) if args.pick == "best-acc-under" else None
@@ -120,7 +133,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     extra = {"card": str(card.path), "parity_tolerance": card.data["parity"]["tolerance"]}
     if args.format == "table":  # one model: a two-column table reads better than one very wide row
         emit([{"field": k, "value": v} for k, v in row.items() if v is not None], "table",
-             title="export verified", extra=extra)
+             title=f"export verified: test split ({row['test_images']} images), selection split beside it",
+             extra=extra)
+        worst = card.data["accuracy"]["per_class"][:WORST_SHOWN]
+        emit(worst, "table", columns=PER_CLASS_COLUMNS,
+             title=f"test: the {len(worst)} lowest recalls (all in the card)")
     else:
         emit([row], args.format, columns=[c for c in SUMMARY_COLUMNS if c != "error"], extra=extra)
     return 0

@@ -9,9 +9,12 @@ from typing import Any
 import optuna
 from rich.markup import escape
 
+from nas.accuracy import proxy_config
 from nas.cli._common import add_format, add_renamed, emit, message, progress
+from nas.cli.options import add_data_options, add_recipe_options, data_overrides, recipe_overrides
 from nas.objectives import Limits, SearchError
-from nas.pareto import PICKS, Front, pareto_front, pick
+from nas.pareto import PICKS, Front, pareto_front, pick, within_noise
+from nas.runs import plan_data
 from nas.search import DEFAULT_TARGET, Search, SearchConfig
 from nas.space import space_from_options
 from nas.storage import DEFAULT_STORAGE, HEARTBEAT_INTERVAL, MAX_RETRY, load_study, mask_url, open_storage
@@ -19,6 +22,8 @@ from nas.study import SAMPLERS
 
 SEARCH_EPILOG = """examples:
   nas search --objective acc,latency --target T4 --trials 20      the main job on the embedded digits
+  nas search -o bacc,latency --target Hexagon698 --data ~/data/signs --hflip 0 --loss balanced_softmax \\
+             --repeats 3             a long-tailed folder whose classes come in left/right pairs, 3 proxy seeds
   nas search -o latency:T4,latency:RV1126,memory --classes 89 --trials 200 --sampler nsga2
   nas search -o acc,latency --max-latency T4=0.6 --max-memory 2048 --enqueue N1,N3
   nas search --space examples/space.toml --storage postgresql://user@db-host:5432/nas --study run1
@@ -26,12 +31,17 @@ SEARCH_EPILOG = """examples:
 
 --trials N counts distinct specs evaluated, in total: the same command resumes an interrupted study and
 stops when N are done (duplicates and failed trials are recorded but not counted; infeasible specs count).
+The study records its data and recipe: resuming with others is refused, and nas train/export --trial use them.
 """
 PARETO_EPILOG = """examples:
   nas pareto                                   the front of the only study in sqlite:///nas.db
   nas pareto --study acc-latency_T4 -f json    every attribute of every front trial
   nas pareto --plot front.png --pick knee
   nas pareto --pick best-acc-under --under T4=0.5
+
+Each objective with an interval shows it (90 %: accuracy by bootstrap over the scored selection images and
+proxy seeds, latency from its predictor); tied_with lists the front members whose intervals overlap this
+member's on every objective: the search cannot rank them. Plots draw the intervals as error bars.
 """
 
 
@@ -49,6 +59,19 @@ def _add_storage(p: argparse.ArgumentParser, study_help: str) -> None:
                    help="Optuna storage URL: sqlite:///FILE for one machine, postgresql://user@host/db for "
                         f"many, :memory: for a throw-away run (default {DEFAULT_STORAGE})")
     p.add_argument("--study", help=study_help)
+
+
+def _add_proxy_budget(g: argparse._ArgumentGroup) -> None:
+    g.add_argument("--proxy-epochs", type=int, metavar="N", help="passes over the proxy's training subset (default 6)")
+    g.add_argument("--proxy-steps", type=int, metavar="N",
+                   help="at most N optimizer steps per proxy run, whatever the spec (default 120)")
+    g.add_argument("--proxy-images", type=int, metavar="N",
+                   help="train on about N images, every class scaled alike so the imbalance is kept (default 1000)")
+    g.add_argument("--proxy-selection", type=int, metavar="N",
+                   help="selection images scored per class (default 50); more narrows the accuracy intervals")
+    g.add_argument("--repeats", type=int, default=1, metavar="K",
+                   help="train each spec with K proxy seeds: the objective is their mean and the spread is "
+                        "recorded; costs K times the proxy (default 1)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -70,7 +93,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--blocks", help="block types, e.g. repvgg,qarepvgg")
     g.add_argument("--groups", help="group patterns, e.g. 1,2")
     g.add_argument("--resolution", help="input resolutions in px, e.g. 32,48")
-    p.add_argument("--data", help="image folder or dataset for the accuracy proxy (default: embedded digits)")
+    add_data_options(p.add_argument_group("data (shared with nas train and nas export)"), old_spellings=False)
+    add_recipe_options(p.add_argument_group("recipe: how the proxy trains (the same flags train fully)"),
+                       old_spellings=False)
+    _add_proxy_budget(p.add_argument_group("the accuracy proxy's budget: the recipe trained briefly"))
     p.add_argument("--classes", type=int, help="class count when no data is used (cost-only objectives)")
     p.add_argument("--tables", action="append", default=[], metavar="CSV",
                    help="extra measured hardware table for the latency predictors; repeatable")
@@ -122,23 +148,75 @@ def _limits(args: argparse.Namespace, min_acc: bool = False) -> Limits:
 def search_config(args: argparse.Namespace) -> SearchConfig:
     """The :class:`SearchConfig` of parsed ``nas search`` arguments."""
     space = space_from_options(args.space, args.depths, args.widths, args.blocks, args.groups, args.resolution)
+    data, recipe = data_overrides(args), recipe_overrides(args)
+    budget = {"epochs": args.proxy_epochs, "max_steps": args.proxy_steps, "train_images": args.proxy_images,
+              "selection_per_class": args.proxy_selection}
+    plan = None
+    if any(v is not None for v in (*data.values(), *recipe.values())):  # else the data's defaults, if data is used
+        plan = plan_data(data, recipe)
     return SearchConfig(
         objectives=args.objective, target=args.target, limits=_limits(args), space=space,
         sampler=args.sampler, seed=args.seed, trials=args.trials, timeout=args.timeout,
         storage=args.storage, study=args.study,
         enqueue=[e.strip() for e in (args.enqueue or "").split(",") if e.strip()],
-        data=args.data, num_classes=args.classes, tables=args.tables, zero_cost=args.zero_cost,
+        data=plan.settings if plan else None, recipe=plan.recipe if plan else None, num_classes=args.classes,
+        tables=args.tables,
+        proxy=proxy_config(budget) if any(v is not None for v in budget.values()) else None,
+        repeats=args.repeats, zero_cost=args.zero_cost,
         heartbeat_interval=args.heartbeat, grace_period=args.grace, max_retry=args.max_retry,
     )
 
 
-def _front_columns(front: Front) -> list[str]:
-    cols = ["number", *front.metric_names]
-    extra = ("acc", "bacc", "macs", "params", "memory_kib")
+def _interval_column(name: str) -> str:
+    """``acc 90%``, ``T4 90%``: the table header of an objective's interval."""
+    return f"{name.removeprefix('latency_')} 90%"
+
+
+def _marked_targets(front: Front) -> set[str]:
+    """Targets whose latency is an objective shown with an interval: the table marks extrapolation there."""
+    return {n.removeprefix("latency_") for n in front.interval_names if n.startswith("latency_")}
+
+
+def _front_columns(front: Front, fmt: str = "json") -> list[str]:
+    """Objectives (each with its interval and seed spread where the trials have them), ties, other figures.
+
+    The table keeps to what fits a 160-column terminal (``-f csv``/``json`` carry every figure): it leaves
+    out MACs and parameters, and marks an extrapolated latency with ``*`` in its interval column.
+    """
+    table = fmt == "table"
+    cols = ["number"]
+    for n in front.metric_names:
+        cols.append(n)
+        if n in front.interval_names:
+            cols += [_interval_column(n)] if table else [f"{n}_low", f"{n}_high"]
+        if any(f"{n}_sd" in r for r in front.rows):
+            cols.append(f"{n} sd" if table else f"{n}_sd")
+    if front.interval_names:
+        cols.append("tied_with")
+    extra = ("acc", "bacc", "memory_kib") if table else ("acc", "bacc", "macs", "params", "memory_kib")
     cols += [c for c in extra if c not in cols and any(c in r for r in front.rows)]
-    if any(r.get("extrapolated") for r in front.rows):
+    targets = {t for r in front.rows for t in (r.get("extrapolated") or "").split(",") if t}
+    if targets - (_marked_targets(front) if table else set()):
         cols.append("extrapolated")  # targets whose latency is predicted outside their table's measured region
-    return [*cols, "preset", "spec"]
+    if not table or any(r.get("preset") for r in front.rows):
+        cols.append("preset")
+    return [*cols, "spec"]
+
+
+def _display_rows(front: Front) -> list[dict[str, Any]]:
+    """Front rows for a table or CSV: intervals as ``low–high`` text (``*``: extrapolated), ties as ``13,20``."""
+    out = []
+    for r in front.rows:
+        row = {**r, "tied_with": ",".join(str(n) for n in r.get("tied_with", []))}
+        extrapolated = set((r.get("extrapolated") or "").split(","))
+        for n in front.interval_names:
+            if f"{n}_low" in r and f"{n}_high" in r:
+                mark = "*" if n.removeprefix("latency_") in extrapolated else ""
+                row[_interval_column(n)] = f"{r[f'{n}_low']:.3g}–{r[f'{n}_high']:.3g}{mark}"
+            if f"{n}_sd" in r:
+                row[f"{n} sd"] = r[f"{n}_sd"]
+        out.append(row)
+    return out
 
 
 def _front_summary(front: Front) -> str:
@@ -149,18 +227,35 @@ def _front_summary(front: Front) -> str:
     return f"front {len(front.rows)} · e.g. {', '.join(parts)}"
 
 
+def _uncertainty_note(front: Front) -> str:
+    """What the intervals and ties of a front table mean, in one line."""
+    parts = []
+    if {"acc", "bacc"} & set(front.interval_names):
+        images = sorted({r["proxy_selection_images"] for r in front.rows if "proxy_selection_images" in r})
+        seeds = sorted({len(r["acc_seeds"]) for r in front.rows if "acc_seeds" in r})
+        scored = (f"{'/'.join(map(str, images))} " if images else "") + "scored selection images"
+        parts.append(f"accuracy by bootstrap over the {scored}"
+                     + (f" and {'/'.join(map(str, seeds))} proxy seeds" if seeds else ""))
+    if any(n.startswith("latency_") for n in front.interval_names):
+        parts.append("latency from its predictor")
+    return ", ".join(parts) + "; tied: overlap on every objective"
+
+
 def _show_front(front: Front, fmt: str, extra: dict[str, Any]) -> None:
     info = {"hypervolume": front.hypervolume, "reference": front.reference, **extra}
     if fmt == "json":
         emit(front.rows, fmt, columns=sorted({k for r in front.rows for k in r}, key=_col_order(front)),
              extra={**info, "metric_names": front.metric_names, "directions": front.directions,
                     "bounds": front.bounds})
-    else:
-        if any(r.get("extrapolated") for r in front.rows):
-            info["extrapolated"] = ("the latency of these targets is predicted outside the region their table "
-                                    "measured (nas hw suggest proposes specs to measure there)")
-        emit(front.rows, fmt, columns=_front_columns(front), title=f"Pareto front of {front.study_name}",
-             extra=info if fmt == "table" else None)
+        return
+    if front.interval_names:
+        info["90% intervals"] = _uncertainty_note(front)
+    if any(r.get("extrapolated") for r in front.rows):
+        info["extrapolated"] = ("* in a latency interval" if fmt == "table" and _marked_targets(front) else
+                                "these targets") + (": the latency is predicted outside the region the target's "
+                                                    "table measured (nas hw suggest proposes specs to measure there)")
+    emit(_display_rows(front), fmt, columns=_front_columns(front, fmt), title=f"Pareto front of {front.study_name}",
+         extra=info if fmt == "table" else None)
 
 
 def _col_order(front: Front):
@@ -172,8 +267,14 @@ STOPPED = {"timeout": "stopped by --timeout", "space exhausted": "every spec of 
            "duplicates": "the sampler kept proposing evaluated specs; the front is probably complete"}
 
 
+def _value_text(trial: optuna.trial.FrozenTrial, name: str, value: float) -> str:
+    """``acc=0.9412 [0.906–0.971]``: an objective's value and, where the trial has one, its interval."""
+    low, high = trial.user_attrs.get(f"{name}_low"), trial.user_attrs.get(f"{name}_high")
+    return f"{name}={value:.4g}" + (f" [{low:.3g}–{high:.3g}]" if low is not None and high is not None else "")
+
+
 def _trial_line(trial: optuna.trial.FrozenTrial, names: list[str], counts: dict[str, int], total: int) -> str:
-    detail = (", ".join(f"{n}={v:.4g}" for n, v in zip(names, trial.values)) if trial.values
+    detail = (", ".join(_value_text(trial, n, v) for n, v in zip(names, trial.values)) if trial.values
               else trial.user_attrs.get("fail_reason", "another worker evaluated the last spec"))
     note = trial.user_attrs.get("infeasible_reason") or (
         f"duplicate of {trial.user_attrs['duplicate_of']}" if "duplicate_of" in trial.user_attrs else "")
@@ -229,9 +330,16 @@ def cmd_pareto(args: argparse.Namespace) -> int:
     if args.pick:
         under = Limits.parse(args.under or args.max_latency, args.max_memory, args.max_params, args.max_macs)
         chosen = pick(front, args.pick, under)
+        tied = within_noise(front, chosen)
         extra["pick"] = chosen["number"] if args.format == "table" else chosen
         if args.format == "table":
             extra["pick_spec"] = chosen.get("spec")
+            extra["pick_within_noise"] = (
+                f"tied with trial{'s' if len(tied) > 1 else ''} {', '.join(map(str, tied))}: their intervals "
+                "overlap the pick's on every objective, so the data cannot say which is better" if tied else
+                "no other front member is tied with the pick")
+        else:
+            extra["pick_tied_with"] = tied
     _show_front(front, args.format, extra)
     if args.plot:
         from nas.pareto_plot import plot_front

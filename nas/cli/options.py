@@ -1,0 +1,130 @@
+"""Flag groups that several commands share, defined once: the data and its splits, the training recipe,
+the optimization budget, the runtime, and the study a trial comes from. ``nas search``, ``nas train`` and
+``nas export`` take the same data and recipe flags with the same meaning; each ``*_overrides`` returns
+``None`` for a flag not given, so the library's defaults (or what a checkpoint or study recorded) apply.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from nas.cli._common import add_renamed
+from nas.runs import DATA_SAMPLERS, LOSSES  # torch-free: `nas --help` stays fast
+from nas.storage import DEFAULT_STORAGE
+
+
+def _fraction_pair(text: str) -> tuple[float, float]:
+    """``"0.6,1"`` → ``(0.6, 1.0)`` (checked further by the recipe)."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        low, high = (float(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI (two numbers), got {text!r}") from None
+    return low, high
+
+
+def add_data_options(g: argparse._ActionsContainer, *, old_spellings: bool = True) -> None:
+    """Where the images come from (``--data``) and how they are split into train / selection / test.
+    ``old_spellings=False`` leaves out the deprecated aliases (for a command that never had them)."""
+    g.add_argument("--data", metavar="PATH",
+                   help="ImageFolder data: PATH/<class>/* (all three splits carved) or PATH/train|val/<class>/* "
+                        "(val/ is the test split) (default: the embedded digits)")
+    add_split_options(g, old_spellings=old_spellings)
+
+
+def add_split_options(g: argparse._ActionsContainer, *, old_spellings: bool = True) -> None:
+    """How a data set is split into train / selection / test (without the source)."""
+    g.add_argument("--selection-ratio", type=float, metavar="R",
+                   help="share of each class carved from the training images for the selection split, on which "
+                        "the search ranks and the best epoch is chosen (default 0.1)")
+    if old_spellings:
+        add_renamed(g, "--val-ratio", "--selection-ratio")
+    g.add_argument("--test-ratio", type=float, metavar="R",
+                   help="share of each class carved for the test split when the folder has no val/ (default 0.1); "
+                        "only final reports read it")
+    g.add_argument("--max-per-class", type=int, metavar="N", help="at most N images per class (quick checks)")
+
+
+def add_study_options(g: argparse._ActionsContainer) -> None:
+    """Which study a ``--trial`` or ``--pareto`` refers to."""
+    g.add_argument("--storage", default=DEFAULT_STORAGE, help=f"study storage URL (default {DEFAULT_STORAGE})")
+    g.add_argument("--study", help="study name (default: the storage's only study)")
+
+
+def add_recipe_options(g: argparse._ActionsContainer, *, old_spellings: bool = True) -> None:
+    """The training recipe (trials.recipe.Recipe): the same for the proxy and for full training.
+    ``old_spellings=False`` leaves out the deprecated aliases (``nas search``'s ``--sampler`` is Optuna's)."""
+    g.add_argument("--hflip", type=float, metavar="P",
+                   help="probability of a horizontal flip per training image (default 0.5 for folders, 0 for the "
+                        "digits); use 0 for text, digits, signs, anything whose classes come in left/right pairs")
+    g.add_argument("--crop-scale", type=_fraction_pair, metavar="LO,HI",
+                   help="random-crop area range as fractions of the image (default 0.6,1; smaller LO is more "
+                        "aggressive and hurts small images)")
+    g.add_argument("--randaugment", action="store_true", default=None,
+                   help="add RandAugment before the crop (helps long runs on real data)")
+    if old_spellings:
+        add_renamed(g, "--augment", "--randaugment")
+    g.add_argument("--loss", metavar="{" + ",".join(LOSSES) + "}",  # checked by trials (one-line error)
+                   help="ce; eqlv2, balanced_softmax or logit_adjust for long-tailed data (default ce)")
+    g.add_argument("--data-sampler", choices=DATA_SAMPLERS,
+                   help="how batches draw training images: none (shuffle) or class_balanced (every class equally "
+                        "often, with replacement) for long-tailed data (default none)")
+    if old_spellings:
+        add_renamed(g, "--sampler", "--data-sampler")
+    g.add_argument("--label-smoothing", type=float, help="for the softmax losses (default 0.1)")
+    add_long_tail_option(g)
+
+
+def add_long_tail_option(g: argparse._ActionsContainer) -> None:
+    """The recipe's long-tail profile (it decides the training split's images, so data reports take it too)."""
+    g.add_argument("--long-tail", metavar="PROFILE",
+                   help="make the training split long-tailed: exp:IF (e.g. exp:100), seed, or none; the digits "
+                        "default to exp:10")
+
+
+def add_optimization_options(g: argparse._ActionsContainer) -> None:
+    """The optimization budget of full training (None = TrainConfig's default)."""
+    g.add_argument("--epochs", type=int, help="passes over the training split (default 30)")
+    g.add_argument("--batch-size", type=int, help="images per step and process (default 32)")
+    g.add_argument("--lr", type=float, help="base learning rate, used as given (default 0.05)")
+    g.add_argument("--lr-scaling", choices=["none", "linear"],
+                   help="linear: lr × global batch / 256, as the official RepVGG scripts silently did (default none)")
+    g.add_argument("--warmup-epochs", type=float, help="linear warm-up before the cosine decay (default 1)")
+    g.add_argument("--weight-decay", type=float, help="on conv/linear weights only; BN and biases get none (4e-5)")
+    g.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum")
+    g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (quick checks)")
+    g.add_argument("--seed", type=int, help="seeds the splits, initialization, batch order and augmentation (0)")
+
+
+def add_runtime_options(g: argparse._ActionsContainer) -> None:
+    """Torch device, precision, loader and thread flags shared by ``nas train`` and ``nas export``."""
+    g.add_argument("--device", help="torch device: auto (default), cpu, cuda or cuda:N")
+    g.add_argument("--amp", action="store_true", default=None, help="float16 mixed precision (CUDA only)")
+    g.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory format (often faster)")
+    g.add_argument("--workers", type=int, help="data-loader processes (default 0: load in the training process)")
+    g.add_argument("--torch-threads", type=int, metavar="N",
+                   help="torch CPU threads for training (default: torch's choice); 1 is often much faster on a "
+                        "busy machine")
+
+
+def data_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """Data-source fields given on the command line (None where the flag was not given)."""
+    return {"path": getattr(args, "data", None), "selection_ratio": args.selection_ratio, "test_ratio": args.test_ratio,
+            "max_per_class": args.max_per_class}
+
+
+def recipe_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """Recipe fields given on the command line (None where the flag was not given)."""
+    return {"hflip": args.hflip, "crop_scale": args.crop_scale, "randaugment": args.randaugment,
+            "loss": args.loss, "data_sampler": args.data_sampler, "label_smoothing": args.label_smoothing,
+            "long_tail": args.long_tail}
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """TrainConfig fields (budget and runtime) given on the command line (None where not given)."""
+    return {
+        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "lr_scaling": args.lr_scaling,
+        "warmup_epochs": args.warmup_epochs, "weight_decay": args.weight_decay, "nesterov": args.nesterov,
+        "max_steps": args.max_steps, "seed": args.seed, "device": args.device, "amp": args.amp,
+        "channels_last": args.channels_last, "num_workers": args.workers,
+    }
