@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from nas.cli._common import add_format, add_renamed, emit, message
-from nas.cli.hw_measure import add_measure_parser, add_space_args, space_of
+from nas.cli.hw_measure import add_measure_parser
+from nas.cli.options import add_space_options, space_of
 from nas.hw import (
     AUTO,
     DEFAULT_CLASSES,
@@ -94,7 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", required=True, help="hardware target (a device of the tables, or a new one)")
     add_renamed(p, "--device", "--target")
     p.add_argument("-n", type=int, default=5, metavar="K", help="how many specs to propose (default 5)")
-    add_space_args(p, "search space (as in nas search: a TOML file, then these flags override it)")
+    add_space_options(p, "search space (as in nas search: a TOML file, then these flags override it)")
     p.add_argument("--classes", type=int, default=DEFAULT_CLASSES,
                    help=f"class count of the proposed specs (default {DEFAULT_CLASSES}, the tables' setting)")
     p.add_argument("--seed", type=int, default=0, help="seed of the draws that stand for a large space")

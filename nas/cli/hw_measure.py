@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from nas.cli._common import add_format, add_renamed, emit, message, progress
+from nas.cli.options import add_space_options
 from nas.measure import (
     DEFAULT_TABLE,
     HOST_TARGET,
@@ -39,22 +40,6 @@ target, precision and architecture are skipped, so an interrupted run resumes.
 COLUMNS = ["precision", "latency_ms", "macs", "spread", "loaded", "redone", "arch"]
 
 
-def add_space_args(p: argparse.ArgumentParser, title: str) -> None:
-    """The search-space flags of ``nas search`` (``--space`` FILE, then ``--depths`` … override it)."""
-    g = p.add_argument_group(title)
-    g.add_argument("--space", metavar="FILE", help="space file (see examples/space.toml)")
-    g.add_argument("--depths", help='depth range per stage, e.g. "1-2,1-4,1-8,1"')
-    g.add_argument("--widths", help='width choices per stage, e.g. "0.25/0.5,0.5/1,0.5/1,1/2.5"')
-    g.add_argument("--blocks", help="block types, e.g. repvgg,qarepvgg")
-    g.add_argument("--groups", help="group patterns, e.g. 1,2")
-    g.add_argument("--resolution", help="input resolutions in px, e.g. 32,48")
-
-
-def space_of(args: argparse.Namespace) -> SearchSpace:
-    """The space the flags of :func:`add_space_args` describe (the default search space, overridden)."""
-    return space_from_options(args.space, args.depths, args.widths, args.blocks, args.groups, args.resolution)
-
-
 def _measure_space(args: argparse.Namespace) -> SearchSpace | None:
     """``nas hw measure``'s space flags without ``--resolution``, or None when none is given."""
     if not any((args.space, args.depths, args.widths, args.blocks, args.groups)):
@@ -79,7 +64,7 @@ def add_measure_parser(hw_subparsers: argparse._SubParsersAction) -> argparse.Ar
     p.add_argument("--suggest", type=int, metavar="K", help="add the K specs of the search space (the space "
                    "flags; default: nas search's) that --target most needs measured (see nas hw suggest)")
     p.add_argument("--seed", type=int, default=0, help="random seed for --sample and --suggest (default 0)")
-    add_space_args(p, "space of --sample and --suggest (as in nas search); --resolution also sets presets' px")
+    add_space_options(p, "space of --sample and --suggest (as in nas search); --resolution also sets presets' px")
     p.add_argument("--classes", type=int, default=SEED_CLASSES,
                    help=f"classes of presets, samples and suggestions (default: the seed's {SEED_CLASSES})")
     p.add_argument("--out", default=DEFAULT_TABLE, metavar="TABLE.csv",

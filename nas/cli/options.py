@@ -10,6 +10,7 @@ import argparse
 
 from nas.cli._common import add_renamed
 from nas.runs import DATA_SAMPLERS, LOSSES  # torch-free: `nas --help` stays fast
+from nas.space import SearchSpace, space_from_options
 from nas.storage import DEFAULT_STORAGE
 
 
@@ -128,3 +129,19 @@ def config_overrides(args: argparse.Namespace) -> dict[str, object]:
         "max_steps": args.max_steps, "seed": args.seed, "device": args.device, "amp": args.amp,
         "channels_last": args.channels_last, "num_workers": args.workers,
     }
+
+
+def add_space_options(p: argparse.ArgumentParser, title: str) -> None:
+    """The search-space flags (``--space`` FILE, then ``--depths`` … override it), as ``nas search`` takes them."""
+    g = p.add_argument_group(title)
+    g.add_argument("--space", metavar="FILE", help="space file (see examples/space.toml)")
+    g.add_argument("--depths", help='depth range per stage, e.g. "1-2,1-4,1-8,1"')
+    g.add_argument("--widths", help='width choices per stage, e.g. "0.25/0.5,0.5/1,0.5/1,1/2.5"')
+    g.add_argument("--blocks", help="block types, e.g. repvgg,qarepvgg")
+    g.add_argument("--groups", help="group patterns, e.g. 1,2")
+    g.add_argument("--resolution", help="input resolutions in px, e.g. 32,48")
+
+
+def space_of(args: argparse.Namespace) -> SearchSpace:
+    """The space the flags of :func:`add_space_options` describe (the default search space, overridden)."""
+    return space_from_options(args.space, args.depths, args.widths, args.blocks, args.groups, args.resolution)

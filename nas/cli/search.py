@@ -11,12 +11,18 @@ from rich.markup import escape
 
 from nas.accuracy import proxy_config
 from nas.cli._common import add_format, add_renamed, emit, message, progress
-from nas.cli.options import add_data_options, add_recipe_options, data_overrides, recipe_overrides
+from nas.cli.options import (
+    add_data_options,
+    add_recipe_options,
+    add_space_options,
+    data_overrides,
+    recipe_overrides,
+    space_of,
+)
 from nas.objectives import Limits, SearchError
 from nas.pareto import PICKS, Front, pareto_front, pick, within_noise
 from nas.runs import plan_data
 from nas.search import DEFAULT_TARGET, Search, SearchConfig
-from nas.space import space_from_options
 from nas.storage import DEFAULT_STORAGE, HEARTBEAT_INTERVAL, MAX_RETRY, load_study, mask_url, open_storage
 from nas.study import SAMPLERS
 
@@ -86,13 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "the model must also fit that chip")
     add_renamed(p, "--device", "--target")
     _add_limits(p, search=True)
-    g = p.add_argument_group("search space (a TOML file, then these flags override it)")
-    g.add_argument("--space", metavar="FILE", help="space file (see examples/space.toml)")
-    g.add_argument("--depths", help='depth range per stage, e.g. "1-2,1-4,1-8,1"')
-    g.add_argument("--widths", help='width choices per stage, e.g. "0.25/0.5,0.5/1,0.5/1,1/2.5"')
-    g.add_argument("--blocks", help="block types, e.g. repvgg,qarepvgg")
-    g.add_argument("--groups", help="group patterns, e.g. 1,2")
-    g.add_argument("--resolution", help="input resolutions in px, e.g. 32,48")
+    add_space_options(p, "search space (a TOML file, then these flags override it)")
     add_data_options(p.add_argument_group("data (shared with nas train and nas export)"), old_spellings=False)
     add_recipe_options(p.add_argument_group("recipe: how the proxy trains (the same flags train fully)"),
                        old_spellings=False)
@@ -147,7 +147,7 @@ def _limits(args: argparse.Namespace, min_acc: bool = False) -> Limits:
 
 def search_config(args: argparse.Namespace) -> SearchConfig:
     """The :class:`SearchConfig` of parsed ``nas search`` arguments."""
-    space = space_from_options(args.space, args.depths, args.widths, args.blocks, args.groups, args.resolution)
+    space = space_of(args)
     data, recipe = data_overrides(args), recipe_overrides(args)
     budget = {"epochs": args.proxy_epochs, "max_steps": args.proxy_steps, "train_images": args.proxy_images,
               "selection_per_class": args.proxy_selection}
