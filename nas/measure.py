@@ -31,15 +31,13 @@ from trials.latency import (
     SESSIONS,
     WARMUP,
     Probe,
-    check_protocol,
-    measure_onnx,
+    TimingProtocol,
     parse_notes,
 )
 
 __all__ = ["DEFAULT_TABLE", "HOST_TARGET", "MEASURE_SPACE", "PRECISIONS", "RETRIES", "RUNS", "SESSIONS", "WARMUP",
-           "MeasurePlan", "SpecChoice", "display_row", "measure_specs", "parse_precisions", "parse_resolutions",
-           "plan_measurement",
-           "sample_specs", "space_candidates", "suggest"]
+           "MeasurePlan", "SpecChoice", "TimingProtocol", "display_row", "measure_specs", "parse_precisions",
+           "parse_resolutions", "plan_measurement", "sample_specs", "space_candidates", "suggest"]
 
 DEFAULT_TABLE = "host_latency.csv"
 #: The target name ``nas hw measure`` writes into the table unless told otherwise.
@@ -185,7 +183,7 @@ class MeasurePlan:
     precisions: tuple[str, ...]
     table: TableWriter
     target: str
-    protocol: dict[str, int | str] = field(default_factory=dict)  # measure_onnx's threads, runs, …, clock
+    protocol: TimingProtocol = field(default_factory=TimingProtocol)
     skip_existing: bool = True
     calibration_images: int = 8
     seed: int = 0
@@ -221,7 +219,7 @@ class MeasurePlan:
                 paths = export_for_timing(spec, scratch, todo, seed=self.seed,
                                           calibration_images=self.calibration_images)
                 for precision in todo:
-                    m = measure_onnx(paths[precision], probe=probe, **self.protocol)  # type: ignore[arg-type]
+                    m = self.protocol.measure(paths[precision], probe)
                     new.append(measured_row(self.target, precision, spec, m.label_ms, m.notes()))
                     self.table.put(new[-1])
                     advance(f"{spec} {precision} {m.label_ms:.3f} ms")
@@ -234,32 +232,26 @@ def plan_measurement(
     precisions: str | Sequence[str] = PRECISIONS,
     *,
     target: str = HOST_TARGET,
-    threads: int = 1,
-    warmup: int = WARMUP,
-    runs: int = RUNS,
-    sessions: int = SESSIONS,
-    retries: int = RETRIES,
-    clock: str = "wall",
+    protocol: TimingProtocol | None = None,
     skip_existing: bool = True,
     calibration_images: int = 8,
     seed: int = 0,
 ) -> MeasurePlan:
     """Check a measurement before anything is timed or written: precisions, protocol, the table at ``out``
     (writable, readable by the predictors), the specs (a :class:`SpecChoice` is resolved against the
-    target's rows in ``out``), and that ``target``'s rows there share this thread count and clock."""
+    target's rows in ``out``), and that ``target``'s rows there share this thread count and clock.
+    ``protocol`` (default: :class:`TimingProtocol`'s) says how each model is timed."""
     chosen = parse_precisions(precisions)
-    protocol: dict[str, int | str] = {"threads": threads, "warmup": warmup, "runs": runs, "sessions": sessions,
-                                      "retries": retries}
-    check_protocol(clock, calibration_images=calibration_images, **protocol)  # type: ignore[arg-type]
+    protocol = protocol or TimingProtocol()
+    protocol.check(calibration_images=calibration_images)
     table = TableWriter.open(out)
     if isinstance(specs, SpecChoice):
         mine = [r.spec for r in table.rows if r.ok and r.device.lower() == target.lower()]
         specs = specs.specs(measured=mine)
     if not specs:
         raise MeasureError("no architectures to measure", "give presets, a spec file or a number of random ones")
-    _check_setting(table, target, threads, clock)
-    return MeasurePlan(list(specs), chosen, table, target, {**protocol, "clock": clock}, skip_existing,
-                       calibration_images, seed)
+    _check_setting(table, target, protocol.threads, protocol.clock)
+    return MeasurePlan(list(specs), chosen, table, target, protocol, skip_existing, calibration_images, seed)
 
 
 def measure_specs(specs: Sequence[ArchSpec] | SpecChoice, out: str | Path = DEFAULT_TABLE,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -21,11 +22,12 @@ from nas.space import SearchSpace
 from predictors import TABLE_COLUMNS, TableError, load_table
 from search_space import SEED_ROWS, ArchSpec, analyze, resolve_arch
 from trials.errors import MeasureError
-from trials.latency import parse_notes
+from trials.latency import TimingProtocol, parse_notes
 
 SPEC = ArchSpec((1, 1, 1, 1), (0.25, 0.25, 0.25, 0.25), resolution=32, num_classes=10)
 SPEC2 = SPEC.replace(depths=(1, 2, 1, 1))
-FAST = {"warmup": 1, "runs": 3, "sessions": 1}
+PROTOCOL = TimingProtocol(warmup=1, runs=3, sessions=1)
+FAST = {"protocol": PROTOCOL}
 
 
 def _read(path):
@@ -62,10 +64,11 @@ def test_measure_specs_writes_readable_rows_and_skips_on_rerun(tmp_path):
     assert len(after) == 5 and sum(r["arch"] == SPEC.to_string() and r["precision"] == "fp32" for r in after) == 1
     # one target name, one thread count and clock
     with pytest.raises(MeasureError, match="threads=1"):
-        measure_specs([SPEC], table, precisions=("fp32",), threads=2, **FAST)
-    assert len(measure_specs([SPEC], table, precisions=("fp32",), threads=2, target="host-cpu-2t", **FAST)) == 1
+        measure_specs([SPEC], table, precisions=("fp32",), protocol=replace(PROTOCOL, threads=2))
+    assert len(measure_specs([SPEC], table, precisions=("fp32",), target="host-cpu-2t",
+                            protocol=replace(PROTOCOL, threads=2))) == 1
     with pytest.raises(MeasureError, match="clock=wall"):
-        measure_specs([SPEC], table, precisions=("fp32",), clock="cpu", **FAST)
+        measure_specs([SPEC], table, precisions=("fp32",), protocol=replace(PROTOCOL, clock="cpu"))
 
 
 def test_an_interrupted_run_keeps_its_rows_and_resumes(tmp_path):
@@ -99,7 +102,7 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(MeasureError, match="no architectures"):
         plan_measurement([], table, **FAST)
     with pytest.raises(MeasureError, match="sessions"):
-        plan_measurement([SPEC], table, **{**FAST, "sessions": 0})
+        plan_measurement([SPEC], table, protocol=replace(PROTOCOL, sessions=0))
     with pytest.raises(TableError, match="does not exist"):
         plan_measurement([SPEC], tmp_path / "no" / "t.csv", **FAST)
     assert list(tmp_path.iterdir()) == []

@@ -208,6 +208,30 @@ def check_protocol(clock: str = "wall", **counts: int) -> None:
         raise MeasureError("clock 'cpu' needs threads=1", "worker threads' CPU time is not the latency")
 
 
+@dataclass(frozen=True)
+class TimingProtocol:
+    """How :func:`measure_onnx` times a model (the protocol above): intra-op ``threads``, ``warmup`` untimed
+    and ``runs`` timed runs per session, ``sessions`` fresh sessions, ``retries`` re-dos of a loaded session,
+    and the ``clock`` (``wall`` or ``cpu``)."""
+
+    threads: int = 1
+    warmup: int = WARMUP
+    runs: int = RUNS
+    sessions: int = SESSIONS
+    retries: int = RETRIES
+    clock: str = "wall"
+
+    def check(self, **other_counts: int) -> None:
+        """Raise :class:`MeasureError` for a bad field (or a bad count in ``other_counts``), before timing."""
+        check_protocol(self.clock, threads=self.threads, warmup=self.warmup, runs=self.runs, sessions=self.sessions,
+                       retries=self.retries, **other_counts)
+
+    def measure(self, path: str | Path, probe: Probe | None = None) -> Measurement:
+        """:func:`measure_onnx` of ``path`` with this protocol."""
+        return measure_onnx(path, self.threads, self.warmup, self.runs, self.sessions, retries=self.retries,
+                            clock=self.clock, probe=probe)
+
+
 def measure_onnx(
     path: str | Path,
     threads: int = 1,

@@ -14,6 +14,7 @@ from nas.measure import (
     SESSIONS,
     WARMUP,
     SpecChoice,
+    TimingProtocol,
     display_row,
     parse_resolutions,
     plan_measurement,
@@ -97,9 +98,9 @@ def cmd_measure(args: argparse.Namespace) -> int:
     """Check everything, measure with a progress bar, print the new rows."""
     choice = SpecChoice(args.presets, args.specs, args.sample, args.suggest, args.seed,
                         parse_resolutions(args.resolution), args.classes, _measure_space(args))
-    plan = plan_measurement(choice, args.out, args.precision, target=args.target, threads=args.ort_threads,
-                            warmup=args.warmup, runs=args.runs, sessions=args.sessions, retries=args.retries,
-                            clock=args.clock, skip_existing=not args.remeasure)
+    protocol = TimingProtocol(args.ort_threads, args.warmup, args.runs, args.sessions, args.retries, args.clock)
+    plan = plan_measurement(choice, args.out, args.precision, target=args.target, protocol=protocol,
+                            skip_existing=not args.remeasure)
     with progress("measuring", plan.total) as advance:
         rows = [display_row(r) for r in plan.run(on_progress=lambda done, total, label: advance(1, label))]
     skipped = plan.total - len(rows)

@@ -7,17 +7,8 @@ import contextlib
 import os
 from typing import Any
 
+from nas.cli import options  # the flag groups nas train shares with nas search and nas export
 from nas.cli._common import add_format, add_renamed, emit, message, progress
-from nas.cli.options import (
-    add_data_options,
-    add_optimization_options,
-    add_recipe_options,
-    add_runtime_options,
-    add_study_options,
-    config_overrides,
-    data_overrides,
-    recipe_overrides,
-)
 
 EPILOG = """examples:
   nas train --arch repvgg_d1-1-1-1_w0.25-0.25-0.25-0.25_r32 --out runs/digits --epochs 10
@@ -48,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--trial", type=int, metavar="N",
                     help="trial N of a study: its spec, on the data and with the recipe the study recorded "
                          "(data and recipe flags given here override them)")
-    add_study_options(what)
+    options.add_study_options(what)
     p.add_argument("--out", required=True, metavar="DIR", help="folder for last.pt, best.pt and metrics.json")
     p.add_argument("--resume", action="store_true",
                    help="continue OUT/last.pt; options not given come from it (only --epochs, --max-steps, "
@@ -57,11 +48,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--resolution", type=int, help="input size in px (presets: 224; the seed used 112; >= 32)")
     g.add_argument("--classes-from-data", action="store_true",
                    help="let a spec string with its own class count (_cN) take the data's count instead")
-    add_data_options(g)
-    add_recipe_options(p.add_argument_group("recipe (shared with nas search and nas export)"))
-    add_optimization_options(p.add_argument_group("optimization (defaults: trials.config.TrainConfig)"))
+    options.add_data_options(g)
+    options.add_recipe_options(p.add_argument_group("recipe (shared with nas search and nas export)"))
+    options.add_optimization_options(p.add_argument_group("optimization (defaults: trials.config.TrainConfig)"))
     r = p.add_argument_group("runtime")
-    add_runtime_options(r)
+    options.add_runtime_options(r)
     add_renamed(r, "--threads", "--torch-threads")
     add_format(p)
     p.set_defaults(func=cmd_train)
@@ -96,7 +87,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                     f"{event['images_per_s']:.0f} img/s")
 
         common: dict[str, Any] = {
-            "data": data_overrides(args), "recipe": recipe_overrides(args), "config": config_overrides(args),
+            "data": options.data_overrides(args), "recipe": options.recipe_overrides(args),
+            "config": options.config_overrides(args),
             "resolution": args.resolution, "classes_from_data": args.classes_from_data,
             "on_progress": on_progress, "on_note": say}
         if args.trial is not None:
