@@ -1,30 +1,36 @@
 """Benchmark: how much accuracy int8 post-training quantization costs, RepVGG vs QARepVGG blocks.
 
-    .venv/bin/python bench/int8_drop.py                 # the committed run: 3 specs × 2 blocks, ~20-25 min
-    .venv/bin/python bench/int8_drop.py --epochs 1 --specs repvgg_d1-1-1-1_w0.25-0.25-0.25-0.25_g1_r32 \\
-        --out /tmp/int8_drop_smoke.json                 # smoke run, a few minutes
+    .venv/bin/python bench/int8_drop.py              # 3 specs × 2 blocks, seed 0: ~16 min (958 s)
+    .venv/bin/python bench/int8_drop.py --specs repvgg_d2-4-14-1_w0.75-0.75-0.75-1_g1_r64 --seeds 0 1
+                                                     # + seed 1 of the widest pair (resumes): ~11 min
+    .venv/bin/python bench/int8_drop.py --epochs 1 --specs repvgg_d1-1-1-1_w0.25-0.25-0.25-0.25_g1_r64 \\
+        --csv /tmp/int8_smoke.csv --out /tmp/int8_smoke.json            # smoke run, a few minutes
 
-For each spec the same training run (data, seed, schedule) is done with ``block=repvgg`` and
-``block=qarepvgg``; each trained model is exported twice with the product's exporter
-(:func:`trials.export.export_model`): int8 QDQ with per-tensor and with per-channel weight scales, both
-calibrated on 256 training images. Every export re-checks fp32 parity, then reports fp32 and int8
-top-1 and balanced accuracy on the balanced CIFAR-10 test split (10,000 images), and the top-1
-agreement of int8 with fp32.
+Data: the 10 largest classes of Caltech-101 (3,379 images, 107-800 per class: a natural long tail) from
+``../shared/data/caltech101-128.tar.gz``, extracted to ``/tmp`` (never into the repository), at 64 px, split
+by the product's loader (seed 0) into train / selection (10 %) / test (25 %, for tighter intervals).
 
-Data: CIFAR-10-LT (imbalance factor 100, 12,406 training images) at 32 px from
-``/work/shared/data/cifar10-lt.tar.gz``, extracted to ``/tmp`` (never into the repository). Training
-on 2 shared CPU cores is short (``--epochs``, default 6), so absolute accuracy is far below a full
-schedule; the quantity measured is the *drop* from fp32 to int8 of the same weights. Torch runs one
-thread: on a loaded 2-core machine two threads were up to 10× slower (each waits for the other).
+For each spec the same training run (data, seed, schedule, one torch thread) is done with ``block=repvgg``
+and ``block=qarepvgg``. Each trained model is re-parameterized, exported to fp32 ONNX and quantized twice
+with the product's stage (:func:`trials.int8_stage.quantize`: int8 QDQ, MinMax, calibrated on 256
+training images), per-tensor and per-channel weight scales. Reported per model and mode on the **test**
+split: fp32 and int8 top-1 and balanced accuracy, the drop (fp32 − int8 top-1, points) with a paired
+bootstrap 95 % interval over test images, and the int8/fp32 top-1 agreement; the selection split's drop
+beside it (the split ``nas export --int8-budget`` judges on).
+
+Resumable: one CSV row per finished model (``--csv``, default ``/tmp/int8_drop_rows.csv``); a rerun skips
+the models already there and the JSON (``--out``) is rewritten from all rows at the end of every model.
 
 Published context: plain RepVGG-A0 falls from 72.4 % to 52.2 % top-1 under standard int8 PTQ on
-ImageNet; QARepVGG-A0 keeps 70.4 %. Results go to ``bench/results/int8_drop.json``.
+ImageNet; QARepVGG-A0 keeps 70.4 %.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
+import io
 import json
 import os
 import sys
@@ -32,130 +38,202 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
+import numpy as np
 import torch
-from torch.utils.data import Subset
 
 from search_space import resolve_arch
 from search_space.io import atomic_write
+from search_space.model import reparameterize
+from trials import export_stages as stages
+from trials import int8_stage, onnx_export
 from trials.config import TrainConfig
-from trials.data import load_data
-from trials.export import export_model
-from trials.export_stages import QuantizeOptions
+from trials.data import DataBundle, load_data
 from trials.latency import cpu_model
-from trials.onnx_export import default_reduce_range
+from trials.recipe import Recipe
 from trials.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "int8_drop.json"
-ARCHIVE = Path("/work/shared/data/cifar10-lt.tar.gz")
+ARCHIVE = ROOT.parent / "shared" / "data" / "caltech101-128.tar.gz"
 EXTRACT_TO = Path(tempfile.gettempdir()) / "int8_drop_data"
-#: N1 (the seed's deep, narrow model: 22 layers), a shallow wider variant and a 5-layer tiny one, at 32 px.
-SPECS = ("repvgg_d2-4-14-1_w0.25-0.25-0.25-0.25_g1_r32", "repvgg_d1-2-4-1_w0.5-0.5-0.5-1_g1_r32",
-         "repvgg_d1-1-1-1_w0.25-0.25-0.25-0.25_g1_r32")
-MONITOR_VAL = 2000  # selection images validated after every epoch (the export reports the whole test split)
+CLASSES = 10
+RESOLUTION = 64
+#: a shallow wider net, N1's deep narrow shape (22 layers) and the same depth at A0-like widths, at 64 px.
+SPECS = ("repvgg_d1-2-4-1_w0.5-0.5-0.5-1_g1_r64", "repvgg_d2-4-14-1_w0.25-0.25-0.25-0.25_g1_r64",
+         "repvgg_d2-4-14-1_w0.75-0.75-0.75-1_g1_r64")
+BOOTSTRAP = 2000
+MODES = (("per_tensor", False), ("per_channel", True))
 
 
 def log(text: str) -> None:
     """Progress on stderr."""
-    print(text, file=sys.stderr, flush=True)
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
 def dataset(path: str | None) -> Path:
-    """The CIFAR-10-LT folder: ``path``, or the shared archive extracted once to /tmp."""
+    """The folder of the ``CLASSES`` largest Caltech-101 classes: ``path``, or extracted once to /tmp."""
     if path:
         return Path(path)
-    target = EXTRACT_TO / "cifar10-lt"
-    if not target.is_dir():
+    target = EXTRACT_TO / f"caltech101-top{CLASSES}"
+    if target.is_dir():
+        return target
+    with tarfile.open(ARCHIVE) as tar:
+        members = [m for m in tar.getmembers() if m.isfile() and m.name.count("/") == 2]
+        counts: dict[str, int] = {}
+        for m in members:
+            counts[m.name.split("/")[1]] = counts.get(m.name.split("/")[1], 0) + 1
+        keep = set(sorted(counts, key=lambda c: (-counts[c], c))[:CLASSES])
         EXTRACT_TO.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(ARCHIVE) as tar:
-            tar.extractall(EXTRACT_TO, filter="data")
+        staging = Path(tempfile.mkdtemp(prefix="caltech-", dir=EXTRACT_TO))
+        tar.extractall(staging, members=[m for m in members if m.name.split("/")[1] in keep], filter="data")
+    os.replace(staging / "caltech101", target)
     return target
 
 
-def run_one(spec_text: str, block: str, bundle: Any, monitor: Any, config: TrainConfig, work: Path,
-            calibration: int) -> dict[str, Any]:
-    """Train one block variant, export it per-tensor and per-channel; one result row."""
-    spec = resolve_arch(spec_text, 32, len(bundle.classes), block)
-    log(f"[{time.strftime('%H:%M:%S')}] training {spec} ({config.epochs} epochs)")
+def bootstrap_drop(fp32_ok: np.ndarray, int8_ok: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """Paired bootstrap 95 % interval of (fp32 − int8) top-1 over images, in points."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(fp32_ok), size=(BOOTSTRAP, len(fp32_ok)))
+    diffs = 100 * (fp32_ok[idx].mean(1) - int8_ok[idx].mean(1))
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return round(float(low), 3), round(float(high), 3)
+
+
+def run_one(spec_text: str, block: str, bundle: DataBundle, config: TrainConfig, work: Path,
+            calibration: int) -> dict[str, object]:
+    """Train one block variant (seed ``config.seed``), quantize it per-tensor and per-channel; one flat row."""
+    spec = resolve_arch(spec_text, RESOLUTION, len(bundle.classes), block)
+    log(f"training {spec} ({config.epochs} epochs, seed {config.seed})")
     t0 = time.perf_counter()
-    result = train(spec, monitor, config,
-                   on_progress=lambda i: i.get("event") == "epoch" and log(
-                       f"  epoch {i['epoch']}: loss {i['train_loss']:.3f}, monitor top-1 {i['selection_top1']:.3f}"))
-    train_s = time.perf_counter() - t0
-    row: dict[str, Any] = {"spec": spec.to_string(), "block": block, "train_s": round(train_s, 1),
-                           "train_images_per_s": result.metrics["images_per_s"]}
-    for mode, per_channel in (("per_tensor", False), ("per_channel", True)):
-        card = export_model(result.model, spec, bundle, work / spec.hash / mode,
-                            quantize=QuantizeOptions(per_channel=per_channel, calibration_images=calibration))
-        d = card.data
-        acc = d["accuracy"]
-        row[mode] = {"int8_top1": acc["int8"]["top1"], "int8_balanced_acc": acc["int8"]["balanced_acc"],
-                     "drop": acc["int8_drop"], "agreement": acc["int8_agreement"],
-                     "int8_ms": d["latency"]["measured"]["int8"]["ms"]}
-        row.update(fp32_top1=acc["fp32"]["top1"], fp32_balanced_acc=acc["fp32"]["balanced_acc"],
-                   parity_max_diff=d["parity"]["max_abs_diff"], fp32_ms=d["latency"]["measured"]["fp32"]["ms"],
-                   test_images=acc["images"])
-        log(f"  {mode}: fp32 {acc['fp32']['top1']:.4f} → int8 {acc['int8']['top1']:.4f} "
-            f"(drop {100 * acc['int8_drop']:+.2f} pt, agreement {acc['int8_agreement']:.4f})")
+    result = train(spec, bundle, config, on_progress=lambda i: i.get("event") == "epoch" and log(
+        f"  epoch {i['epoch']}: loss {i['train_loss']:.3f}, selection top-1 {i['selection_top1']:.3f}"))
+    row: dict[str, object] = {"spec": spec.to_string(), "block": block, "seed": config.seed,
+                              "train_s": round(time.perf_counter() - t0, 1)}
+    deploy = reparameterize(result.model.cpu().float().eval())
+    fp32 = onnx_export.export_onnx(deploy, work / f"{spec.hash}.onnx", spec.resolution)
+    logits = {}
+    for split in ("test", "selection"):
+        x, y = stages.load_images(getattr(bundle, split), range(len(getattr(bundle, split))))
+        logits[split] = (y, stages.run_onnx(fp32, x, 1), x)
+    y, fp32_logits, _ = logits["test"]
+    fp32_ok = fp32_logits.argmax(1) == y
+    fp = stages.scores(fp32_logits, y, bundle.classes)
+    row.update(test_images=len(y), fp32_top1=round(fp.top1, 4), fp32_bacc=round(fp.balanced_acc, 4))
+    for mode, per_channel in MODES:
+        int8 = work / f"{spec.hash}.{mode}.onnx"
+        int8_stage.quantize(fp32, int8, bundle.train_eval,
+                            int8_stage.QuantizeOptions(per_channel=per_channel, calibration_images=calibration))
+        int8_logits = stages.run_onnx(int8, logits["test"][2], 1)
+        q = stages.scores(int8_logits, y, bundle.classes)
+        low, high = bootstrap_drop(fp32_ok, int8_logits.argmax(1) == y)
+        sy, sel_fp32, sx = logits["selection"]
+        sel_int8 = stages.run_onnx(int8, sx, 1)
+        row.update({f"{mode}_int8_top1": round(q.top1, 4), f"{mode}_int8_bacc": round(q.balanced_acc, 4),
+                    f"{mode}_drop_pt": round(100 * (fp.top1 - q.top1), 3), f"{mode}_drop_low": low,
+                    f"{mode}_drop_high": high,
+                    f"{mode}_agreement": round(float((int8_logits.argmax(1) == fp32_logits.argmax(1)).mean()), 4),
+                    f"{mode}_selection_drop_pt": round(
+                        100 * float((sel_fp32.argmax(1) == sy).mean() - (sel_int8.argmax(1) == sy).mean()), 3)})
+        log(f"  {mode}: fp32 {fp.top1:.4f} → int8 {q.top1:.4f} (drop {row[f'{mode}_drop_pt']:+.2f} pt, "
+            f"95 % [{low:+.2f}, {high:+.2f}], agreement {row[f'{mode}_agreement']:.4f})")
     return row
 
 
+def read_rows(path: Path) -> list[dict[str, object]]:
+    """The finished rows of an earlier run (numbers parsed back)."""
+    if not path.is_file():
+        return []
+    rows = []
+    for raw in csv.DictReader(path.open(encoding="utf-8")):
+        row: dict[str, object] = {}
+        for key, value in raw.items():
+            try:
+                row[key] = int(value) if value.isdigit() else float(value)
+            except ValueError:
+                row[key] = value
+        if row.get("seed", "") == "":  # rows written before the seed was recorded: seed 0
+            row["seed"] = 0
+        rows.append(row)
+    return rows
+
+
+def write_rows(path: Path, rows: list[dict[str, object]]) -> None:
+    """All rows as CSV, atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_write(path) as handle:
+        handle.write(buffer.getvalue())
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark and write its JSON."""
+    """Run the benchmark (resuming from the CSV) and write its JSON."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", help="CIFAR-10-LT folder (default: extract the shared archive to /tmp)")
+    p.add_argument("--data", help="image folder (default: the 10 largest Caltech-101 classes, extracted to /tmp)")
     p.add_argument("--specs", nargs="+", default=list(SPECS), help="spec strings (the block is set per run)")
-    p.add_argument("--epochs", type=int, default=6, help="training epochs per model (default 6)")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (the splits stay seed 0)")
+    p.add_argument("--epochs", type=int, default=15, help="training epochs per model (default 15)")
+    p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--calibration-images", type=int, default=256)
+    p.add_argument("--csv", default=str(Path(tempfile.gettempdir()) / "int8_drop_rows.csv"),
+                   help="resumable rows, one per finished model")
     p.add_argument("--out", default=str(RESULTS), help="result JSON (default bench/results/int8_drop.json)")
     args = p.parse_args(argv)
 
     torch.set_num_threads(1)
-    start = time.perf_counter()
-    load_before = os.getloadavg()
-    bundle = load_data(dataset(args.data), 32)
+    start, load_before = time.perf_counter(), os.getloadavg()
+    bundle = load_data(dataset(args.data), RESOLUTION, recipe=Recipe(), selection_ratio=0.1, test_ratio=0.25)
     log(f"data: {len(bundle.train)} train / {len(bundle.selection)} selection / {len(bundle.test)} test images, "
         f"{len(bundle.classes)} classes")
-    step = max(1, len(bundle.selection) // MONITOR_VAL)  # training watches a slice of the selection split
-    monitor = dataclasses.replace(bundle, selection=Subset(bundle.selection, range(0, len(bundle.selection), step)))
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_epochs=0.5,
-                         weight_decay=5e-4, seed=0, device="cpu", eval_batch_size=500,
-                         recipe=bundle.recipe.replace(label_smoothing=0.1))
-    rows = []
+                         weight_decay=5e-5, seed=0, device="cpu", eval_batch_size=256, recipe=bundle.recipe)
+    rows_path = Path(args.csv)
+    rows = read_rows(rows_path)
+    done = {(r["spec"], r["block"], r["seed"]) for r in rows}
     with tempfile.TemporaryDirectory(prefix="int8_drop-") as work:
-        for spec in args.specs:
-            for block in ("repvgg", "qarepvgg"):
-                rows.append(run_one(spec, block, bundle, monitor, config, Path(work), args.calibration_images))
+        for seed, text, block in ((s, t, b) for s in args.seeds for t in args.specs for b in ("repvgg", "qarepvgg")):
+            spec = resolve_arch(text, RESOLUTION, len(bundle.classes), block).to_string()
+            if (spec, block, seed) not in done:
+                rows.append(run_one(text, block, bundle, dataclasses.replace(config, seed=seed), Path(work),
+                                    args.calibration_images))
+                write_rows(rows_path, rows)
+                write_json(Path(args.out), args, bundle, config, rows, start, load_before)
+    write_json(Path(args.out), args, bundle, config, rows, start, load_before)
+    print(f"{'spec':<48} {'block':<9} {'seed':>4} {'fp32':>6} {'drop/tensor (95 %)':>22} {'agree':>6} "
+          f"{'drop/channel (95 %)':>22} {'agree':>6}")
+    for r in rows:
+        cells = [f"{r[f'{m}_drop_pt']:+5.2f} [{r[f'{m}_drop_low']:+5.2f},{r[f'{m}_drop_high']:+5.2f}]"
+                 f" {r[f'{m}_agreement']:6.3f}" for m, _ in MODES]
+        print(f"{r['spec']:<48} {r['block']:<9} {r['seed']:>4} {r['fp32_top1']:6.3f} {cells[0]:>29} {cells[1]:>29}")
+    print(f"wall {time.perf_counter() - start:.0f} s this run; rows in {rows_path}; written to {args.out}")
+    return 0
+
+
+def write_json(out: Path, args: argparse.Namespace, bundle: DataBundle, config: TrainConfig,
+               rows: list[dict[str, object]], start: float, load_before: tuple[float, float, float]) -> None:
+    """The result JSON from all rows so far."""
     result = {
         "benchmark": "int8 post-training quantization drop, RepVGG vs QARepVGG",
-        "data": {"name": "CIFAR-10-LT (imbalance 100) train, balanced CIFAR-10 test", "resolution": 32,
-                 "train_images": len(bundle.train), "test_images": len(bundle.test)},
+        "data": {"name": f"Caltech-101, the {CLASSES} largest classes", "resolution": RESOLUTION,
+                 "classes": list(bundle.classes), "train_images": len(bundle.train),
+                 "selection_images": len(bundle.selection), "test_images": len(bundle.test)},
         "training": {**config.to_dict(), "torch_threads": 1},
         "quantization": {"format": "QDQ, onnxruntime quantize_static, MinMax", "activations": "uint8",
-                         "weights": "int8", "reduce_range": default_reduce_range(),
+                         "weights": "int8", "reduce_range": onnx_export.default_reduce_range(),
                          "calibration_images": args.calibration_images},
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(),
-                    "load_before": load_before, "load_after": os.getloadavg(),
-                    "note": "shared 2-core machine: wall times and latencies are noisy"},
-        "wall_s": round(time.perf_counter() - start, 1),
+        "intervals": f"paired bootstrap over test images, {BOOTSTRAP} resamples, 95 %",
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "load_before": load_before,
+                    "load_after": os.getloadavg(), "note": "shared 2-core machine: wall times are noisy"},
+        "wall_s_this_run": round(time.perf_counter() - start, 1),
         "rows": rows,
     }
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(out) as handle:
         json.dump(result, handle, indent=2)
         handle.write("\n")
-    print(f"{'spec':<50} {'block':<9} {'fp32':>7} {'int8/t':>7} {'drop/t':>7} {'int8/c':>7} {'drop/c':>7}")
-    for r in rows:
-        t, c = r["per_tensor"], r["per_channel"]
-        print(f"{r['spec']:<50} {r['block']:<9} {r['fp32_top1']:7.4f} {t['int8_top1']:7.4f} "
-              f"{100 * t['drop']:+6.2f}  {c['int8_top1']:7.4f} {100 * c['drop']:+6.2f}")
-    print(f"wall {result['wall_s']:.0f} s; written to {out}")
-    return 0
 
 
 if __name__ == "__main__":

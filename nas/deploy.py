@@ -37,7 +37,8 @@ from search_space.errors import NasError
 from search_space.io import atomic_write
 from trials.errors import ExportError
 from trials.export import Provenance, export_model
-from trials.export_stages import LatencyOptions, QuantizeOptions
+from trials.export_stages import LatencyOptions
+from trials.int8_stage import Int8Budget
 from trials.model_card import ModelCard
 
 if TYPE_CHECKING:
@@ -54,12 +55,17 @@ SUMMARY_NAME = "summary.json"
 class ExportOptions:
     """How to export: quantization, calibration, latency measurement, hardware tables for predictions.
 
-    ``ort_threads``: onnxruntime threads for the host latency; ``tables``: extra hardware-table CSVs
-    (merged with the shipped seed table) for the model card's predicted latencies.
+    ``int8_budget``: the largest int8 drop allowed, in points of ``int8_metric`` (``top1`` or ``bacc``) on
+    the selection split; ``per_channel`` starts the int8 ladder at per-channel weight scales (see
+    :class:`trials.int8_stage.Int8Budget`). ``ort_threads``: onnxruntime threads for the host latency;
+    ``tables``: extra hardware-table CSVs (merged with the shipped seed table) for the model card's
+    predicted latencies.
     """
 
     per_channel: bool = False
     calibration_images: int = 256
+    int8_budget: float = 1.0
+    int8_metric: str = "top1"
     ort_threads: int = 1
     tables: Sequence[str] = ()
     latency_protocol: Mapping[str, int] | None = None
@@ -202,10 +208,11 @@ def _export(model: nn.Module, spec: ArchSpec, bundle: DataBundle, out: Path, pla
             predicted: list[dict[str, Any]] | None = None) -> ModelCard:
     if predicted is None:
         predicted = predicted_latency(spec, options.tables)
-    quantize = QuantizeOptions(options.per_channel, options.calibration_images, seed=plan.settings.seed)
+    budget = Int8Budget(options.int8_budget, options.int8_metric, per_channel_first=options.per_channel,
+                        calibration_images=options.calibration_images, seed=plan.settings.seed)
     latency = LatencyOptions(options.ort_threads, **(options.latency_protocol or {}))
     provenance = Provenance(training, source, notes)
-    return export_model(model, spec, bundle, out, quantize=quantize, latency=latency, provenance=provenance,
+    return export_model(model, spec, bundle, out, budget=budget, latency=latency, provenance=provenance,
                         predicted=predicted, attach=attach, on_step=step)
 
 
@@ -245,6 +252,11 @@ class ParetoExport:
     def failed(self) -> list[dict[str, Any]]:
         """Rows of the trials whose export failed."""
         return [r for r in self.rows if r.get("error")]
+
+    @property
+    def over_budget(self) -> list[dict[str, Any]]:
+        """Rows of the trials exported with an int8 drop over the budget."""
+        return [r for r in self.rows if r.get("int8_within_budget") is False]
 
 
 def export_pareto(

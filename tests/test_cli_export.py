@@ -229,3 +229,44 @@ def test_usage_errors_exit_2(capsys):
     assert main(["export", "--out", "x"]) == 2
     assert main(["export", "--pareto", "--checkpoint", "c.pt", "--out", "x"]) == 2
     assert main(["export", "--arch", ARCH, "--trial", "1", "--out", "x"]) == 2
+
+
+def test_int8_over_budget_exits_3_with_the_verdict_and_still_writes_the_export(arch_export, tmp_path, capsys,
+                                                                                monkeypatch):
+    """Every attempt judged 5 points down (the ladder itself is tested on real models in test_int8_budget)."""
+    import trials.int8_stage
+
+    monkeypatch.setattr(trials.int8_stage.Int8Judge, "__call__", lambda self, path: (5.0, 0.9))
+    _, first = arch_export
+    ckpt = str(first / "checkpoint.pt")
+    out = tmp_path / "over"
+    capsys.readouterr()
+    assert main(["export", "--checkpoint", ckpt, "--out", str(out), "--calibration-images", "8"]) == 3
+    err = capsys.readouterr().err
+    card = load_card(out)  # written anyway, for inspection
+    q = card.data["quantization"]
+    assert q["within_budget"] is False and len(q["attempts"]) == 5 and q["verdict"] in " ".join(err.split())
+    assert q["verdict"].startswith("int8 OVER budget") and "5.00 points" in q["verdict"]
+    assert {p.name for p in out.iterdir()} == {CARD_NAME, FP32_NAME, INT8_NAME}
+    allowed = tmp_path / "allowed"
+    assert main(["export", "--checkpoint", ckpt, "--out", str(allowed), "--calibration-images", "8",
+                 "--int8-budget", "5", "--int8-metric", "bacc", "-f", "json"]) == 0  # 5 ≤ 5: within
+    q = load_card(allowed).data["quantization"]
+    assert (q["within_budget"], q["budget"]["metric"], len(q["attempts"])) == (True, "bacc", 1)
+    assert main(["export", "--checkpoint", ckpt, "--out", str(tmp_path / "a2"), "--calibration-images", "8",
+                 "--int8-budget", "1", "--allow-int8-drop", "-f", "json"]) == 0
+    assert main(["export", "--checkpoint", ckpt, "--out", str(tmp_path / "x"), "--int8-budget", "-1"]) == 2
+
+
+def test_pareto_export_over_int8_budget_exits_3_and_marks_the_rows(tmp_path, capsys, monkeypatch):
+    import trials.int8_stage
+
+    monkeypatch.setattr(trials.int8_stage.Int8Judge, "__call__", lambda self, path: (2.0, 0.95))
+    a = "repvgg_d1-1-1-1_w0.25-0.25-0.25-0.25_g1_r32_c10"
+    url = _study(tmp_path, [(a, 0.4, 1e6)])
+    out = tmp_path / "front"
+    assert main(["export", "--pareto", "--storage", url, "--out", str(out), *QUICK, "-f", "json"]) == 3
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["int8_over_budget"] == 1 and [r["int8_within_budget"] for r in printed["rows"]] == [False]
+    assert main(["export", "--pareto", "--storage", url, "--out", str(tmp_path / "f2"), *QUICK,
+                 "--int8-budget", "2", "-f", "json"]) == 0

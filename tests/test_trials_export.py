@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import stat
 from pathlib import Path
@@ -26,15 +27,22 @@ from trials.export import FP32_NAME, INT8_NAME, Provenance, export_model
 from trials.export_stages import (
     PARITY_RTOL,
     LatencyOptions,
-    QuantizeOptions,
     check_fidelity,
     check_parity,
     inspect_graph,
     measure_latency,
-    quantize,
     run_torch,
 )
-from trials.model_card import CARD_FIELDS, CARD_FIELDS_V1, CARD_NAME, load_card, sha256_file, validate_card
+from trials.int8_stage import Int8Budget, QuantizeOptions, quantize
+from trials.model_card import (
+    CARD_FIELDS,
+    CARD_FIELDS_V1,
+    CARD_FIELDS_V2,
+    CARD_NAME,
+    load_card,
+    sha256_file,
+    validate_card,
+)
 
 SPEC = "qarepvgg_d1-1-1-1_w0.25-0.25-0.25-0.25_g1_r32_c10"
 FAST = LatencyOptions(warmup=1, runs=3, sessions=1)
@@ -62,7 +70,7 @@ def exported(tmp_path_factory, data, model):
     extra = tmp_path_factory.mktemp("extra") / "weights.pt"
     with atomic_write(extra, "wb") as handle:
         handle.write(b"not really a checkpoint")
-    card = export_model(model, resolve_arch(SPEC), data, out, quantize=QuantizeOptions(calibration_images=64),
+    card = export_model(model, resolve_arch(SPEC), data, out, budget=Int8Budget(math.inf, calibration_images=64),
                         latency=FAST, predicted=[{"device": "X", "ms": 1.0}], attach={"checkpoint": extra},
                         provenance=Provenance(source={"kind": "test"}, notes=["given note"]))
     return card, out, b"not really a checkpoint"
@@ -160,8 +168,9 @@ def _weight_scale_sizes(path: Path) -> list[int]:
 def test_per_channel_gives_one_weight_scale_per_output_channel(tmp_path, exported, data, model):
     _, per_tensor, _ = exported
     card = export_model(model, resolve_arch(SPEC), data, tmp_path, latency=FAST,
-                        quantize=QuantizeOptions(per_channel=True, calibration_images=16))
+                        budget=Int8Budget(math.inf, per_channel_first=True, calibration_images=16))
     assert card.data["quantization"]["per_channel"] is True
+    assert [a["per_channel"] for a in card.data["quantization"]["attempts"]] == [True]
     sizes = _weight_scale_sizes(tmp_path / INT8_NAME)
     assert len(sizes) == resolve_arch(SPEC).num_layers + 1  # every conv and the head
     assert max(sizes) > 1  # conv weights carry a scale vector …
@@ -180,13 +189,13 @@ def test_failed_parity_leaves_the_previous_export_intact(tmp_path, exported, dat
         return real(broken, path, resolution, opset=opset)
 
     monkeypatch.setattr(export_mod.onnx_export, "export_onnx", wrong)
-    quick = QuantizeOptions(calibration_images=8)
+    quick = Int8Budget(calibration_images=8)
     with pytest.raises(ExportError, match="parity check failed"):
-        export_model(model, resolve_arch(SPEC), data, good, quantize=quick, latency=FAST)
+        export_model(model, resolve_arch(SPEC), data, good, budget=quick, latency=FAST)
     assert {p.name: sha256_file(p) for p in good.iterdir()} == before  # no staging folder, nothing replaced
     fresh = tmp_path / "fresh"
     with pytest.raises(ExportError):
-        export_model(model, resolve_arch(SPEC), data, fresh, quantize=quick, latency=FAST)
+        export_model(model, resolve_arch(SPEC), data, fresh, budget=quick, latency=FAST)
     assert list(fresh.iterdir()) == []
 
 
@@ -274,10 +283,9 @@ def test_quantize_records_the_sample_it_calibrated_on(tmp_path, exported, data):
     with pytest.raises(ExportError, match="not the deploy form"):
         inspect_graph(out / FP32_NAME, spec.replace(depths=(1, 1, 2, 1)))
     small = torch.utils.data.Subset(data.train_eval, range(5))
-    section = quantize(out / FP32_NAME, tmp_path / "q.onnx", small, QuantizeOptions(calibration_images=50))
-    assert section.calibration_images == 5  # no more than the set holds
+    qdq = quantize(out / FP32_NAME, tmp_path / "q.onnx", small, QuantizeOptions(calibration_images=50))
     nodes = [n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node]
-    assert section.qdq_nodes == nodes.count("QuantizeLinear") + nodes.count("DequantizeLinear") > 0
+    assert qdq == nodes.count("QuantizeLinear") + nodes.count("DequantizeLinear") > 0
 
 
 def test_measure_latency_uses_the_onnxruntime_threads_it_records(exported):
@@ -330,9 +338,23 @@ def test_schema_1_cards_still_load_and_say_they_have_no_test_figures(exported, t
         validate_card({**old, "schema_version": 2})
     with pytest.raises(ExportError, match="schema_version 9"):
         validate_card({**old, "schema_version": 9})
+    v2 = card.to_dict()  # schema 2: no int8 budget in the quantization section
+    v2["schema_version"] = 2
+    for key in ("method", "budget", "attempts", "chosen", "within_budget", "verdict"):
+        del v2["quantization"][key]
+    validate_card(v2)
+    assert load_card_dict(tmp_path, v2).summary()["int8_within_budget"] is None
+    with pytest.raises(ExportError, match=r"missing quantization\.verdict"):
+        validate_card({**v2, "schema_version": 3})
     new = card.summary()
     assert new["test_fp32_top1"] == card.data["accuracy"]["fp32"]["top1"] and new["test_images"] == len(
         card.data["accuracy"]["per_class"]) * 34  # the digits at test ratio 0.2: floor(0.2 · 174) per class
+
+
+def load_card_dict(folder: Path, card: dict):
+    """Write ``card`` into ``folder`` and read it back with :func:`load_card`."""
+    (folder / CARD_NAME).write_text(json.dumps(card))
+    return load_card(folder)
 
 
 def test_an_empty_test_split_is_one_clear_error(tmp_path, data, model):
@@ -345,5 +367,5 @@ def test_an_empty_test_split_is_one_clear_error(tmp_path, data, model):
 def test_every_card_field_is_documented(repo_root):
     doc = (repo_root / "docs" / "model_card.md").read_text(encoding="utf-8")
     documented = set(re.findall(r"^\| `([a-z0-9_.]+)` \|", doc, flags=re.MULTILINE))
-    assert (set(CARD_FIELDS) | set(CARD_FIELDS_V1)) <= documented, sorted(
-        (set(CARD_FIELDS) | set(CARD_FIELDS_V1)) - documented)
+    every = set(CARD_FIELDS) | set(CARD_FIELDS_V1) | set(CARD_FIELDS_V2)
+    assert every <= documented, sorted(every - documented)

@@ -30,7 +30,7 @@ from search_space import analyze
 from search_space.io import atomic_write
 from search_space.model import reparameterize
 from trials import export_stages as stages
-from trials import onnx_export
+from trials import int8_stage, onnx_export
 from trials.errors import ExportError
 from trials.model_card import CARD_NAME, CARD_SCHEMA_VERSION, ModelCard, sha256_file, validate_card
 
@@ -63,7 +63,7 @@ class Sections:
     """The checked sections of one export, in card order."""
 
     graph: stages.GraphSection
-    quantization: stages.QuantizationSection
+    quantization: int8_stage.QuantizationSection
     parity: stages.ParitySection
     accuracy: stages.AccuracySection
     latency: stages.LatencySection
@@ -80,7 +80,7 @@ def export_model(
     data: DataBundle,
     out_dir: str | os.PathLike[str],
     *,
-    quantize: stages.QuantizeOptions | None = None,
+    budget: int8_stage.Int8Budget | None = None,
     latency: stages.LatencyOptions | None = None,
     provenance: Provenance | None = None,
     predicted: Sequence[Mapping[str, object]] = (),
@@ -91,13 +91,16 @@ def export_model(
     """Export a trained ``model`` of ``spec`` into ``out_dir`` and verify it; return its :class:`ModelCard`.
 
     Writes ``model_fp32.onnx``, ``model_int8.onnx`` (QDQ, calibrated on ``data.train_eval``: training
-    images with the evaluation transform) and ``model_card.json`` (last); ``data.test`` gives the parity and
-    accuracy images, ``data.selection`` the figures beside them. ``predicted`` holds the per-device latency
+    images with the evaluation transform; the first attempt of ``budget``'s ladder whose drop on
+    ``data.selection`` is within the budget, else the smallest drop; the card's ``quantization.verdict``
+    says which) and ``model_card.json`` (last); ``data.test`` gives the parity and accuracy images,
+    ``data.selection`` the figures beside them. Missing the int8 budget is not an error: the files and
+    the card are written and ``quantization.within_budget`` is false. ``predicted`` holds the per-device latency
     predictions; ``attach`` maps names like ``"checkpoint"`` to files moved into ``out_dir`` with the export
     and checksummed.
     Raises :class:`ExportError` when a check fails, leaving no new file in ``out_dir``.
     """
-    quantize, latency = quantize or stages.QuantizeOptions(), latency or stages.LatencyOptions()
+    budget, latency = budget or int8_stage.Int8Budget(), latency or stages.LatencyOptions()
     step = on_step or (lambda _text: None)
     if len(data.classes) != spec.num_classes:
         raise ExportError(f"the model has {spec.num_classes} classes but the data has {len(data.classes)}",
@@ -121,17 +124,19 @@ def export_model(
         parity = stages.check_parity(deploy_logits, fp32_logits, train_logits)
         parity.require()
 
-        step("quantizing to int8")
+        step(f"quantizing to int8 within {budget.points:g} points of selection {budget.metric}")
         int8 = staging.path(INT8_NAME)
-        quantization = stages.quantize(fp32, int8, data.train_eval, quantize)
+        sel_fp32 = stages.run_onnx(fp32, sel_x, latency.ort_threads)
+        judge = int8_stage.Int8Judge(sel_x, sel_y, sel_fp32, data.classes, budget.metric, latency.ort_threads)
+        quantization = int8_stage.quantize_within_budget(fp32, int8, data.train_eval, budget, judge,
+                                                         on_attempt=lambda a: step(f"  {a.line()}"))
 
         step("checking int8 fidelity on the test and selection splits")
         accuracy = stages.AccuracySection(
             stages.check_fidelity("test", test_y, data.classes, pytorch=deploy_logits, fp32=fp32_logits,
                                   int8=stages.run_onnx(int8, test_x, latency.ort_threads)),
             stages.check_fidelity("selection", sel_y, data.classes, pytorch=stages.run_torch(deploy, sel_x),
-                                  fp32=stages.run_onnx(fp32, sel_x, latency.ort_threads),
-                                  int8=stages.run_onnx(int8, sel_x, latency.ort_threads)))
+                                  fp32=sel_fp32, int8=stages.run_onnx(int8, sel_x, latency.ort_threads)))
 
         step("measuring on-host latency")
         timing = stages.measure_latency(fp32, int8, latency, predicted)
@@ -175,7 +180,7 @@ def _card(spec: ArchSpec, data: DataBundle, sections: Sections, files: stages.JS
         "data": {"settings": None if settings is None else settings.to_dict(), "recipe": data.recipe.to_dict(),
                  "report": data.report.to_dict()},
         "source": dict(provenance.source),
-        "notes": [*provenance.notes, *sections.accuracy.notes(spec.block)],
+        "notes": [*provenance.notes, *sections.quantization.notes(spec.block), *sections.accuracy.notes(spec.block)],
     }
 
 

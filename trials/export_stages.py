@@ -1,7 +1,8 @@
 """The stages of an export, each returning a typed section of the model card.
 
-:func:`inspect_graph` → the ``onnx`` section, :func:`check_parity` → ``parity``, :func:`quantize` →
-``quantization``, :func:`check_fidelity` (per split) → ``accuracy``, :func:`measure_latency` → ``latency``.
+:func:`inspect_graph` → the ``onnx`` section, :func:`check_parity` → ``parity``,
+:func:`trials.int8_stage.quantize_within_budget` → ``quantization`` (its own module: the int8 ladder),
+:func:`check_fidelity` (per split) → ``accuracy``, :func:`measure_latency` → ``latency``.
 :func:`trials.export.export_model` runs them in that order; each section's ``to_dict()`` is its part of
 ``model_card.json`` (every field is documented in ``docs/model_card.md``). The comparisons take logits
 (``(N, classes)`` arrays), so each rule can be checked on its own; :func:`run_torch` and :func:`run_onnx`
@@ -184,54 +185,6 @@ def check_parity(deploy: np.ndarray, fp32: np.ndarray, train_form: np.ndarray) -
     return ParitySection(
         images=len(deploy), max_abs_diff=float(np.abs(fp32 - deploy).max()), logit_scale=scale,
         reparam_max_abs_diff=float(np.abs(train_form - deploy[: len(train_form)]).max()))
-
-
-# -- int8 quantization ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class QuantizeOptions:
-    """How the int8 file is made: per-channel (else per-tensor) weight scales, and how many training images,
-    sampled with ``seed``, calibrate the activation ranges."""
-
-    per_channel: bool = False
-    calibration_images: int = 256
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.calibration_images < 1:
-            raise ExportError(f"calibration_images is {self.calibration_images}", "calibrate on at least 1 image")
-
-
-@dataclass(frozen=True)
-class QuantizationSection:
-    """The card's ``quantization`` section: how the int8 file was made."""
-
-    per_channel: bool
-    calibration_images: int
-    qdq_nodes: int
-    reduce_range: bool
-
-    def to_dict(self) -> JSONDict:
-        """The section as card JSON."""
-        return {"format": "QDQ", "per_channel": self.per_channel, "calibration_images": self.calibration_images,
-                "calibration_source": "train split, seeded random sample", "qdq_nodes": self.qdq_nodes,
-                "reduce_range": self.reduce_range, "onnxruntime": ort.__version__}
-
-
-def quantize(fp32: Path, int8: Path, calibration_set: Dataset, options: QuantizeOptions) -> QuantizationSection:
-    """Write the int8 QDQ form of ``fp32`` to ``int8``, calibrated on a seeded sample of ``calibration_set``."""
-    size = len(calibration_set)  # type: ignore[arg-type]
-    count = min(options.calibration_images, size)
-    sample = np.random.default_rng(options.seed).permutation(size)[:count]
-    images, _ = load_images(calibration_set, sample, what="the calibration set")
-    reduce_range = onnx_export.default_reduce_range()
-    onnx_export.quantize_int8(fp32, int8, (x[None] for x in images), per_channel=options.per_channel,
-                              reduce_range=reduce_range)
-    qdq = sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in onnx.load(str(int8)).graph.node)
-    if qdq == 0:
-        raise ExportError("the int8 graph has no QuantizeLinear/DequantizeLinear nodes", "report this with the spec")
-    return QuantizationSection(options.per_channel, count, qdq, reduce_range)
 
 
 # -- int8 fidelity -------------------------------------------------------------------------------------------

@@ -4,9 +4,11 @@
 every field of :data:`CARD_FIELDS`, and :func:`validate_card` checks a card against them (required
 fields present with the right JSON types, ``spec`` consistent with ``arch``).
 
+Schema 3 adds the int8 budget to the ``quantization`` section: the budget, every attempt of the ladder
+(method, per-channel, calibration size, selection drop, agreement, time), the one kept and a verdict.
 Schema 2 reports the **test** split (top-1, balanced accuracy, worst-class recall, per-class table) with
-the selection split's figures beside them; schema-1 cards (accuracy on the validation split that the
-search also ranked on) still load and validate against :data:`CARD_FIELDS_V1`.
+the selection split's figures beside them; schema-1 and schema-2 cards still load and validate against
+:data:`CARD_FIELDS_V1` and :data:`CARD_FIELDS_V2`.
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ from typing import Any
 from search_space import ArchSpec
 from trials.errors import ExportError
 
-__all__ = ["CARD_FIELDS", "CARD_FIELDS_V1", "CARD_NAME", "CARD_SCHEMA_VERSION", "ModelCard", "load_card",
-           "sha256_file", "validate_card"]
+__all__ = ["CARD_FIELDS", "CARD_FIELDS_V1", "CARD_FIELDS_V2", "CARD_NAME", "CARD_SCHEMA_VERSION", "ModelCard",
+           "load_card", "sha256_file", "validate_card"]
 
-CARD_SCHEMA_VERSION = 2
+CARD_SCHEMA_VERSION = 3
 CARD_NAME = "model_card.json"
 
 _N = (type(None),)
@@ -89,11 +91,11 @@ CARD_FIELDS_V1: dict[str, tuple[tuple[type, ...], str]] = {
 
 _TEST_FORMS = {"pytorch": "the PyTorch deploy model", "fp32": "the fp32 ONNX file (onnxruntime)",
                "int8": "the int8 ONNX file (onnxruntime)"}
-#: Schema 2 (documented in ``docs/model_card.md``): schema 1 with the accuracy on the test split, worst-class
-#: recall, the per-class table, the selection split's figures beside them, and the data's settings and recipe.
-CARD_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+#: Schema 2: schema 1 with the accuracy on the test split, worst-class recall, the per-class table, the
+#: selection split's figures beside them, and the data's settings and recipe.
+CARD_FIELDS_V2: dict[str, tuple[tuple[type, ...], str]] = {
     **{k: v for k, v in CARD_FIELDS_V1.items() if k not in ("accuracy.val_images", "parity.images", "data")},
-    "schema_version": ((int,), "card format version (2; cards of version 1 are still read)"),
+    "schema_version": ((int,), "card format version 2"),
     "parity.images": ((int,), "test images compared"),
     **{f"accuracy.{form}.top1": (_NUM, f"test top-1 of {what}") for form, what in _TEST_FORMS.items()},
     **{f"accuracy.{form}.balanced_acc": (_NUM, f"test balanced accuracy (mean per-class recall) of {what}")
@@ -120,9 +122,29 @@ CARD_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
 _SECTIONS = list(dict.fromkeys(k.split(".")[0] for k in CARD_FIELDS_V1))
 _ACCURACY = ("accuracy.split", "accuracy.images", "accuracy.pytorch", "accuracy.fp32", "accuracy.int8.",
              "accuracy.int8_", "accuracy.per_class", "accuracy.selection")
-CARD_FIELDS = dict(sorted(CARD_FIELDS.items(), key=lambda kv: (  # card order: by section, accuracy by topic
+CARD_FIELDS_V2 = dict(sorted(CARD_FIELDS_V2.items(), key=lambda kv: (  # card order: by section, accuracy by topic
     _SECTIONS.index(kv[0].split(".")[0]), next((i for i, p in enumerate(_ACCURACY) if kv[0].startswith(p)), 0))))
-FIELDS_BY_VERSION = {1: CARD_FIELDS_V1, CARD_SCHEMA_VERSION: CARD_FIELDS}
+_INT8_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "quantization.method": ((str,), "activation calibration of the kept int8 file: minmax, entropy or percentile"),
+    "quantization.budget.points": (_NUM, "largest allowed int8 drop, in points (1.0 = one percentage point)"),
+    "quantization.budget.metric": ((str,), "what the drop is measured in: top1 or bacc (balanced accuracy)"),
+    "quantization.budget.split": ((str,), "the split the drop is judged on: selection (never the test split)"),
+    "quantization.budget.per_channel_first": ((bool,), "the ladder started at per-channel (skipped per-tensor)"),
+    "quantization.attempts": ((list,), "every attempt in order: {method, per_channel, calibration_images, "
+                                       "selection_drop (points), selection_agreement, seconds, met}"),
+    "quantization.chosen": ((int,), "index in attempts of the kept file: the first that met the budget, else "
+                                    "the smallest drop"),
+    "quantization.within_budget": ((bool,), "the kept file meets the budget (false: nas export exits 3)"),
+    "quantization.verdict": ((str,), "one line saying so, as nas export prints it"),
+}
+#: Schema 3 (documented in ``docs/model_card.md``): schema 2 with the int8 budget, its attempts and verdict.
+CARD_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {}
+for _key, _value in CARD_FIELDS_V2.items():
+    CARD_FIELDS[_key] = _value
+    if _key == "quantization.qdq_nodes":
+        CARD_FIELDS.update(_INT8_FIELDS)
+CARD_FIELDS["schema_version"] = ((int,), "card format version (3; cards of versions 1 and 2 are still read)")
+FIELDS_BY_VERSION = {1: CARD_FIELDS_V1, 2: CARD_FIELDS_V2, CARD_SCHEMA_VERSION: CARD_FIELDS}
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -212,7 +234,9 @@ class ModelCard:
             "test_int8_bal": test["int8"].get("balanced_acc"),
             "test_worst_recall": test["fp32"].get("worst_class_recall"),
             "selection_fp32_top1": selection["fp32"]["top1"], "selection_fp32_bal": selection["fp32"]["balanced_acc"],
-            "agreement": test.get("int8_agreement"), "parity_max_diff": self.data["parity"]["max_abs_diff"],
+            "agreement": test.get("int8_agreement"),
+            "int8_within_budget": self.data["quantization"].get("within_budget"),
+            "parity_max_diff": self.data["parity"]["max_abs_diff"],
             "fp32_ms": lat["fp32"]["ms"], "int8_ms": lat["int8"]["ms"],
             "folder": str(self.folder) if self.folder else None,
         }

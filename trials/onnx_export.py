@@ -152,6 +152,11 @@ class _Batches:
         return Reader()
 
 
+#: Activation-range calibration methods of onnxruntime's ``quantize_static`` (our name → its enum name).
+#: (Its fourth, ``Distribution``, is for float8 types and does not apply to int8.)
+CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+
+
 def quantize_int8(
     fp32_path: str | Path,
     int8_path: str | Path,
@@ -160,6 +165,7 @@ def quantize_int8(
     *,
     reduce_range: bool | None = None,
     preprocess: bool = False,
+    method: str = "minmax",
 ) -> Path:
     """Quantize an fp32 ONNX model to int8 QDQ (uint8 activations, int8 weights) with static calibration.
 
@@ -168,7 +174,8 @@ def quantize_int8(
     onnxruntime's CPU guidance (:func:`default_reduce_range`). ``preprocess`` runs
     ``quant_pre_process`` (shape inference + graph optimization) first: off by default, because on the
     exported deploy graph (static shapes, constants folded) it changes nothing and costs ~1 s per model.
-    The output is written atomically.
+    ``method`` is the activation-range calibration, one of :data:`CALIBRATION_METHODS` (onnxruntime's
+    MinMax, Entropy or Percentile). The output is written atomically.
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -177,6 +184,9 @@ def quantize_int8(
     source, target = Path(fp32_path), Path(int8_path)
     if not source.is_file():
         raise ExportError(f"fp32 model {str(source)!r} not found", "export it first with export_onnx")
+    if method not in CALIBRATION_METHODS:
+        raise ExportError(f"unknown calibration method {method!r}",
+                          f"use one of {', '.join(CALIBRATION_METHODS)}")
     if not target.parent.is_dir():
         raise ExportError(f"folder {str(target.parent)!r} does not exist", "create it or choose another path")
     graph = onnx.load(str(source), load_external_data=False)
@@ -195,12 +205,12 @@ def quantize_int8(
                 model_in = Path(scratch) / "pre.onnx"
                 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                     quant_pre_process(str(source), str(model_in), skip_symbolic_shape=True)
-            with _quiet_root_warnings():  # "consider pre-processing": done or not needed, see above
+            with _quiet_root_warnings(), contextlib.redirect_stdout(io.StringIO()):  # Entropy/Percentile print
                 quantize_static(
                     str(model_in), str(tmp), reader,
                     quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=reduce_range,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax,
+                    calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[method]),
                 )
             onnx.checker.check_model(str(tmp))
     except ExportError:

@@ -21,7 +21,7 @@ from nas.pareto import PARETO_PICKS
 
 EPILOG = """examples:
   nas export --arch N1 --resolution 32 --epochs 30 --out export/n1
-  nas export --trial 7 --study acc-latency_T4 --out export/t7 --per-channel
+  nas export --trial 7 --study acc-latency_T4 --out export/t7 --int8-budget 0.5
                                    (on the data and with the recipe the search recorded)
   nas export --checkpoint runs/n1/last.pt --out export/n1        (no training: export a trained model)
   nas export --pareto --pick knee --study acc-latency_T4 --out export/knee
@@ -31,15 +31,23 @@ Each export folder holds model_fp32.onnx, model_int8.onnx (QDQ), checkpoint.pt (
 and model_card.json, written last and only when the fp32 parity check passed; see docs/model_card.md.
 Accuracies are measured on the held-out test split; the selection split's (the one the search ranked
 on, optimistic) are shown beside them.
+
+int8: per-tensor first; while the drop on the selection split exceeds --int8-budget, per-channel, then
+4x the calibration images, then the Entropy and Percentile calibrations; the first within budget is kept
+(else the smallest drop), every attempt is in the card and the verdict line is printed.
+exit status: 0 done; 1 an export failed (nothing of it is left); 2 usage error;
+3 int8 over budget (files and card are written; --allow-int8-drop exits 0 instead).
 """
 
 SUMMARY_COLUMNS = ["trial", "spec", "test_images", "test_fp32_top1", "test_int8_top1", "test_int8_drop",
                    "test_fp32_bal", "test_int8_bal", "test_worst_recall", "selection_fp32_top1", "selection_fp32_bal",
-                   "agreement", "parity_max_diff", "fp32_ms", "int8_ms", "folder", "error"]
+                   "agreement", "int8_within_budget", "parity_max_diff", "fp32_ms", "int8_ms", "folder", "error"]
 PER_CLASS_COLUMNS = ["class", "name", "images", "fp32_recall", "int8_recall"]
 WORST_SHOWN = 10
-TABLE_COLUMNS = ["trial", "spec", "test_fp32_bal", "test_int8_drop", "test_worst_recall", "selection_fp32_bal",
-                 "int8_ms", "error"]  # the folders are printed as each export ends
+#: ``nas export``'s exit status when the int8 file misses its budget (see the epilog).
+EXIT_INT8_OVER_BUDGET = 3
+TABLE_COLUMNS = ["trial", "spec", "test_fp32_bal", "test_int8_drop", "int8_within_budget", "test_worst_recall",
+                 "selection_fp32_bal", "int8_ms", "error"]  # the folders are printed as each export ends
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,10 +77,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_optimization_options(p.add_argument_group("training, as in nas train (ignored with --checkpoint)"))
     add_runtime_options(p.add_argument_group("runtime"))
     g = p.add_argument_group("export")
+    g.add_argument("--int8-budget", type=float, default=1.0, metavar="POINTS",
+                   help="largest int8 drop allowed on the selection split, in points (default 1.0)")
+    g.add_argument("--int8-metric", choices=["top1", "bacc"], default="top1",
+                   help="what the int8 drop is measured in: top-1 (default) or balanced accuracy")
+    g.add_argument("--allow-int8-drop", action="store_true",
+                   help="exit 0 even when no int8 attempt meets the budget (the card still says so)")
     g.add_argument("--per-channel", action="store_true",
-                   help="per-channel int8 weight scales (better accuracy; check your NPU supports them)")
+                   help="start the int8 ladder at per-channel weight scales (skip per-tensor; check your NPU "
+                        "supports them)")
     g.add_argument("--calibration-images", type=int, default=256, metavar="N",
-                   help="training images that calibrate int8 activation ranges (default 256)")
+                   help="training images that calibrate int8 activation ranges at first (default 256; later "
+                        "attempts use 4x)")
     g.add_argument("--ort-threads", type=int, default=1, metavar="N",
                    help="onnxruntime threads for the host latency (default 1)")
     add_renamed(g, "--threads", "--ort-threads")
@@ -104,8 +120,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         return _usage("give --arch, --trial, --pareto or --checkpoint")
     if args.pareto and args.checkpoint:
         return _usage("--checkpoint exports one model; it cannot go with --pareto")
+    if not args.int8_budget >= 0:
+        return _usage(f"--int8-budget is {args.int8_budget}; give 0 or more points")
     set_torch_threads(args.torch_threads)
     options = ExportOptions(per_channel=args.per_channel, calibration_images=args.calibration_images,
+                            int8_budget=args.int8_budget, int8_metric=args.int8_metric,
                             ort_threads=args.ort_threads, tables=args.tables)
     common = {"data": data_overrides(args), "recipe": recipe_overrides(args), "config": config_overrides(args),
               "options": options, "on_progress": _on_progress, "on_step": lambda text: message(f"[dim]{text}[/]")}
@@ -120,16 +139,23 @@ def cmd_export(args: argparse.Namespace) -> int:
         columns = SUMMARY_COLUMNS if args.format != "table" else [  # a table narrow enough for a terminal
             c for c in TABLE_COLUMNS if c != "error" or result.failed]
         emit(result.rows, args.format, columns=columns, title=f"exports of study {result.study}",
-             extra={"summary": str(result.summary), "failed": len(result.failed)})
-        return 1 if result.failed else 0
+             extra={"summary": str(result.summary), "failed": len(result.failed),
+                    "int8_over_budget": len(result.over_budget)})
+        if result.failed:
+            return 1
+        return _int8_status(not result.over_budget, args.allow_int8_drop)
     kwargs = {**common, "checkpoint": args.checkpoint}
     if args.trial is not None:
         card = export_trial(args.trial, args.out, study=args.study, storage=args.storage, **kwargs)
     else:
         card = export_arch(args.arch, args.out, resolution=args.resolution, block=args.block, **kwargs)
     row = {**card.summary(), "trial": card.data["source"].get("trial")}
+    quantization = card.data["quantization"]
     for note in card.data["notes"]:
-        message(f"[yellow]note:[/] {note}")
+        if note != quantization["verdict"] and not note.startswith(quantization["verdict"]):
+            message(f"[yellow]note:[/] {note}")
+    colour = "green" if quantization["within_budget"] else "bold red"
+    message(f"[{colour}]{quantization['verdict']}[/]")
     extra = {"card": str(card.path), "parity_tolerance": card.data["parity"]["tolerance"]}
     if args.format == "table":  # one model: a two-column table reads better than one very wide row
         emit([{"field": k, "value": v} for k, v in row.items() if v is not None], "table",
@@ -140,4 +166,13 @@ def cmd_export(args: argparse.Namespace) -> int:
              title=f"test: the {len(worst)} lowest recalls (all in the card)")
     else:
         emit([row], args.format, columns=[c for c in SUMMARY_COLUMNS if c != "error"], extra=extra)
-    return 0
+    return _int8_status(quantization["within_budget"], args.allow_int8_drop)
+
+
+def _int8_status(within_budget: bool, allowed: bool) -> int:
+    """0, or :data:`EXIT_INT8_OVER_BUDGET` when an int8 file missed its budget and that was not allowed."""
+    if within_budget or allowed:
+        return 0
+    message("int8 is over budget: the export is written for inspection; try the qarepvgg block or a looser "
+            "budget, or allow the drop")
+    return EXIT_INT8_OVER_BUDGET
