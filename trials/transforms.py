@@ -116,12 +116,6 @@ def train_augment(recipe: Recipe) -> TrainAugment:
                         randaugment=recipe.randaugment)
 
 
-def with_augment(recipe: Recipe, augment: TrainAugment) -> Recipe:
-    """``recipe`` with the augmentation ``augment`` describes (the inverse of :func:`train_augment`)."""
-    return recipe.replace(hflip=augment.hflip, crop_scale=augment.scale, crop_ratio=augment.ratio,
-                          randaugment=augment.randaugment)
-
-
 class EvalTransform:
     """uint8 ``(B, 3, S, S)`` → the central ``R × R`` crop, normalized float ``(B, 3, R, R)``."""
 
