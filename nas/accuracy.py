@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 Accuracy = Mapping[str, float | list[float]]
 #: ``evaluate_accuracy(spec, data)``: ``data`` is the bundle at the spec's resolution (None without data).
 AccuracyFn = Callable[[ArchSpec, "DataBundle | None"], Accuracy]
+#: ``evaluate_rung(spec, data, epochs, folder)``: the accuracy after ``epochs`` epochs of the proxy's schedule,
+#: continuing from the checkpoint a lower rung left in ``folder`` (None: no checkpoints), :mod:`nas.fidelity`.
+RungAccuracyFn = Callable[[ArchSpec, "DataBundle | None", int, "Path | None"], Accuracy]
 #: Budget fields that ``nas search`` exposes (see :class:`trials.proxy.ProxyBudget`).
 BUDGET_FIELDS = ("epochs", "max_steps", "train_images", "selection_per_class")
 
@@ -77,24 +80,53 @@ def proxy_evaluator(config: ProxyConfig | None = None, *, repeats: int = 1, zero
     (bootstrap intervals), with 2+ seeds ``acc_seeds``, ``bacc_seeds``, ``acc_sd``, ``bacc_sd``, and the
     runs' ``wall_s`` (total), ``epochs``, ``steps``, ``train_images``, ``selection_images``, ``resolution``.
     """
-    from trials.proxy import ProxyConfig, proxy_accuracy
+    from trials.proxy import proxy_accuracy
+
+    configs = seed_configs(config, repeats)
+
+    def evaluate(spec: ArchSpec, data: DataBundle | None) -> dict[str, float | list[float]]:
+        out = summarize([proxy_accuracy(spec, data, c) for c in configs])
+        return out | (_zero_cost(spec, data) if zero_cost else {})
+
+    return evaluate
+
+
+def rung_evaluator(config: ProxyConfig | None = None, *, repeats: int = 1, zero_cost: bool = False) -> RungAccuracyFn:
+    """The accuracy of a multi-fidelity search (:mod:`nas.fidelity`): :func:`trials.rungs.rung_accuracy` with
+    ``repeats`` seeds, each continuing in its own subfolder ``seed<S>`` of the spec's rung folder.
+
+    Returns what :func:`proxy_evaluator` does, with ``epochs``/``steps`` where the runs stand, and
+    ``continued_from`` (the epoch this call took them up at; 0: from scratch).
+    """
+    from trials.rungs import rung_accuracy
+
+    configs = seed_configs(config, repeats)
+
+    def evaluate(spec: ArchSpec, data: DataBundle | None, epochs: int,
+                 folder: Path | None) -> dict[str, float | list[float]]:
+        runs = [rung_accuracy(spec, data, c, epochs, None if folder is None else folder / f"seed{c.budget.seed}")
+                for c in configs]
+        out = summarize(runs) | {"continued_from": runs[0].start_epoch}
+        return out | (_zero_cost(spec, data) if zero_cost else {})
+
+    return evaluate
+
+
+def seed_configs(config: ProxyConfig | None, repeats: int) -> list[ProxyConfig]:
+    """``config`` (default: the default proxy) with ``repeats`` consecutive seeds: ``seed``, ``seed + 1``, …"""
+    from trials.proxy import ProxyConfig
 
     base = config or ProxyConfig()
     if repeats < 1:
         raise SearchError(f"repeats must be at least 1, got {repeats}", "use 1 for one proxy seed per spec")
-    budgets = [dataclasses.replace(base.budget, seed=base.budget.seed + i) for i in range(repeats)]
+    return [dataclasses.replace(base, budget=dataclasses.replace(base.budget, seed=base.budget.seed + i))
+            for i in range(repeats)]
 
-    def evaluate(spec: ArchSpec, data: DataBundle | None) -> dict[str, float | list[float]]:
-        runs = [proxy_accuracy(spec, data, dataclasses.replace(base, budget=b)) for b in budgets]
-        out = summarize(runs)
-        if zero_cost:
-            from trials.zero_cost import zero_cost_scores
 
-            scores = zero_cost_scores(spec, data)
-            out.update({f"zc_{k}": v for k, v in scores.items() if k not in ("params", "macs")})
-        return out
+def _zero_cost(spec: ArchSpec, data: DataBundle | None) -> dict[str, float]:
+    from trials.zero_cost import zero_cost_scores
 
-    return evaluate
+    return {f"zc_{k}": v for k, v in zero_cost_scores(spec, data).items() if k not in ("params", "macs")}
 
 
 def summarize(runs: list[ProxyResult]) -> dict[str, float | list[float]]:

@@ -36,7 +36,7 @@ from search_space import ArchSpec, resolve_arch
 from search_space.errors import NasError
 from search_space.io import atomic_write
 from trials.errors import ExportError
-from trials.export import Provenance, export_model
+from trials.export import Provenance, export_model, make_staging
 from trials.export_stages import LatencyOptions
 from trials.int8_stage import Int8Budget
 from trials.model_card import ModelCard
@@ -106,7 +106,8 @@ def _output_folder(out: Path) -> Iterator[Path]:
 def _checkpoint_training(ckpt: Checkpoint) -> dict[str, Any]:
     """The card's ``training`` field for a model that a checkpoint holds."""
     return {"config": ckpt.config.to_dict(), "metrics": ckpt.metrics, "epochs": ckpt.epoch, "best": ckpt.best,
-            "checkpoint": str(ckpt.source), "from": "checkpoint"}
+            "checkpoint": str(ckpt.source), "from": "checkpoint",
+            "scales": ckpt.scales.describe() if ckpt.scales is not None else None}
 
 
 def export_arch(
@@ -161,13 +162,14 @@ def export_arch(
             predicted = predicted_latency(spec, options.tables)
         from trials.train import train
 
-        train_dir = Path(tempfile.mkdtemp(prefix=".train-", dir=out))
+        train_dir = make_staging(out, "train")  # stale staging folders of killed exports go first
         try:
             step(f"training {spec} ({cfg.epochs} epochs" + (f", at most {cfg.max_steps} steps)" if cfg.max_steps
                                                             else ")"))
             result = train(spec, bundle, cfg, out_dir=train_dir, on_progress=on_progress)
             training = {"config": cfg.to_dict(), "metrics": result.metrics, "history": result.history,
-                        "from": "trained by this export"}
+                        "from": "trained by this export",
+                        "scales": result.scales.describe() if result.scales is not None else None}
             attach = {"checkpoint": train_dir / "last.pt"} if (train_dir / "last.pt").is_file() else {}
             return _export(result.model, spec, bundle, out, plan, options, training,
                            {"kind": "arch", "arch": str(arch), **(source or {})}, notes, attach, step,

@@ -3,8 +3,11 @@
 Definitions (also in docs/search.md):
 
 * **Front**: the COMPLETE trials that satisfy every constraint of the study (and the extra filters
-  given here), one per spec (a ``duplicate_of`` trial repeats its original), not dominated by another
-  such trial. ``a`` dominates ``b`` when it is no worse in every objective and better in one.
+  given here), one per spec (duplicates are pruned; in studies of earlier versions a complete
+  ``duplicate_of`` trial repeats its original), not dominated by another
+  such trial. ``a`` dominates ``b`` when it is no worse in every objective and better in one. In a
+  multi-fidelity study each spec counts once, at its highest rung (:func:`trial_values`: a rung below
+  the top is PRUNED with ``rung_values``), and its row says which (``rung``, ``rung_epochs``).
 * **Hypervolume**: objectives are turned into minimization (accuracy → −accuracy), each scaled to
   [0, 1] by ``bounds`` (by default the min and max over the candidate trials, i.e. the complete
   feasible filtered ones), and the volume dominated by the front up to the reference point
@@ -22,16 +25,20 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from nas.dashboard import named_constraints
 from nas.objectives import Limits, SearchError
 from nas.uncertainty import has_intervals, tied, ties
 from search_space import ArchSpec, preset_name
 from search_space.errors import SpecError
+
+if TYPE_CHECKING:
+    import pandas
 
 REFERENCE = 1.1
 #: Ways :func:`pick` chooses one front trial.
@@ -127,10 +134,30 @@ def knee_index(points: np.ndarray) -> int:
 
 
 # -- study → rows ----------------------------------------------------------------------------------
+#: User attribute of a multi-fidelity trial stopped below the top rung (PRUNED): its objective values there.
+RUNG_VALUES = "rung_values"
+
+
+def trial_rung(trial: FrozenTrial | optuna.Trial) -> int:
+    """The rung a trial was evaluated at (user attribute ``rung``; 0 for a search without rungs)."""
+    return int(trial.user_attrs.get("rung", 0))
+
+
+def trial_values(trial: FrozenTrial) -> list[float] | None:
+    """The objective values a trial measured: a COMPLETE trial's values, or the ``rung_values`` of a trial
+    that successive halving stopped at a lower rung (PRUNED, :mod:`nas.fidelity`); None for any other."""
+    if trial.state == TrialState.COMPLETE:
+        return list(trial.values)
+    if trial.state == TrialState.PRUNED and RUNG_VALUES in trial.user_attrs:
+        return [float(v) for v in trial.user_attrs[RUNG_VALUES]]
+    return None
+
+
 def trial_row(trial: FrozenTrial, metric_names: Sequence[str]) -> dict[str, Any]:
-    """A flat dict for people and tools: number, objective values by name, spec, preset, every attribute."""
+    """A flat dict for people and tools: number, objective values by name (:func:`trial_values`), spec,
+    preset, every attribute (a multi-fidelity trial's ``rung`` and ``rung_epochs`` among them)."""
     row: dict[str, Any] = {"number": trial.number, "state": trial.state.name}
-    for name, value in zip(metric_names, trial.values or []):
+    for name, value in zip(metric_names, trial_values(trial) or []):
         row[name] = value
     attrs = dict(trial.user_attrs)
     spec = attrs.get("spec")
@@ -141,15 +168,16 @@ def trial_row(trial: FrozenTrial, metric_names: Sequence[str]) -> dict[str, Any]
         except SpecError:
             preset = None
     row["preset"] = preset
-    row["feasible"] = all(v <= 0 for v in trial.constraints.values())
+    constraints = named_constraints(trial)  # each once (the dashboard's list copy left out)
+    row["feasible"] = all(v <= 0 for v in constraints.values())
     latency = [n for n in metric_names if n.startswith("latency_")]
-    latency += [k.partition("<=")[0] for k in trial.constraints if k.startswith("latency_")]
+    latency += [k.partition("<=")[0] for k in constraints if k.startswith("latency_")]
     if latency:  # the targets whose predicted latency lies outside their table's measured region
         row["extrapolated"] = ",".join(n.removeprefix("latency_") for n in dict.fromkeys(latency)
                                        if attrs.get(f"{n}_extrapolated"))
     for key, value in attrs.items():
         row.setdefault(key, value)
-    row["constraints"] = dict(trial.constraints)
+    row["constraints"] = constraints
     return row
 
 
@@ -180,6 +208,19 @@ class Front:
         k = len(self.metric_names)
         vals = np.array([[r[n] for n in self.metric_names] for r in rows], dtype=float).reshape(-1, k)
         return to_minimization(vals, self.directions)
+
+    def to_dataframe(self, dominated: bool = False) -> pandas.DataFrame:
+        """The front as a pandas DataFrame, one row per trial (best first in the first objective; with
+        ``dominated`` the dominated feasible trials after them): ``number``, the objectives, then every
+        attribute. pandas is not a dependency of nas: a missing one is a :class:`SearchError`."""
+        try:
+            import pandas
+        except ImportError:
+            raise SearchError("the front as a DataFrame needs pandas, which is not installed",
+                              "install pandas (pip install pandas), or read the front's rows as dicts") from None
+        rows = self.rows + (self.dominated if dominated else [])
+        columns = dict.fromkeys(["number", *self.metric_names, *(k for r in rows for k in r)])
+        return pandas.DataFrame(rows, columns=list(columns))
 
 
 def _attr_key(rows: Sequence[dict[str, Any]], metric: str, device: str) -> str:
@@ -225,16 +266,18 @@ def pareto_front(study: optuna.Study, limits: Limits | None = None,
     """The front of ``study`` under its constraints and ``limits``; see the module docstring."""
     names = metric_names(study)
     directions = [d.name.lower() for d in study.directions]
-    complete = [trial_row(t, names) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    measured = [t for t in study.get_trials(deepcopy=False) if trial_values(t) is not None]
+    complete = [trial_row(t, names) for t in measured]
     checks = limit_filter(complete, limits)
     candidates, excluded, seen = [], [], set()
-    for row in sorted(complete, key=lambda r: r["number"]):
+    for row in sorted(complete, key=lambda r: (-r.get("rung", 0), r["number"])):  # each spec's highest rung
         key = row.get("spec_hash") or row["number"]
         if not row["feasible"] or not _passes(row, checks) or key in seen:
             excluded.append(row)
             continue
         seen.add(key)
         candidates.append(row)
+    candidates.sort(key=lambda r: r["number"])
     front = Front(study.study_name, names, directions, [], reference=[REFERENCE] * len(names))
     front.excluded = excluded
     if not candidates:
@@ -281,3 +324,41 @@ def pick(front: Front, how: str = "knee", under: Limits | None = None) -> dict[s
         raise SearchError("no feasible trial satisfies the limits of best-acc-under",
                           "relax them or run more trials")
     return max(ok, key=lambda r: (r[metric], -r["number"]))
+
+
+# -- saying why a front is empty --------------------------------------------------------------------
+def empty_front_error(study: optuna.Study, limits: Limits) -> SearchError:
+    """The error for a front with no trial: what the study holds, and what to do."""
+    unfiltered = pareto_front(study).rows if limits != Limits() else []
+    if unfiltered:
+        return SearchError(f"no front trial of study {study.study_name!r} passes the given limits "
+                           f"({len(unfiltered)} without them)", "relax the limits")
+    states: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
+    words = {"complete": "complete, all infeasible", "fail": "failed"}
+    held = "; ".join(f"{n} {words.get(state, state)}" for state, n in states.items())
+    hint = ("wait for its running trials" if states.get("running") else
+            "relax the study's limits and search again" if states.get("complete") else "run a search on it")
+    return SearchError(f"study {study.study_name!r} has no feasible complete trial ({held or 'no trials'})", hint)
+
+
+def all_infeasible_message(study: optuna.Study, evaluated: int) -> str:
+    """What to say when every evaluated spec is infeasible: how many each limit or chip ruled out (with the
+    smallest value seen), and what to relax."""
+    names = metric_names(study)
+    rows = [trial_row(t, names) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    parts = []
+    for key in dict.fromkeys(k for r in rows for k in r["constraints"]):
+        over = [r for r in rows if r["constraints"].get(key, 0) > 0]
+        if not over:
+            continue
+        metric, _, limit = key.partition("<=")
+        if key.startswith("feasible:"):
+            parts.append(f"{len(over)} do not fit {key.removeprefix('feasible:')}")
+        else:
+            least = min((r[metric] for r in over if isinstance(r.get(metric), (int, float))), default=None)
+            parts.append(f"{len(over)} over the {metric} limit {limit}"
+                         + (f" (smallest {metric} {least:.4g})" if least is not None else ""))
+    return (f"all {evaluated} evaluated specs are infeasible: {'; '.join(parts) or 'see infeasible_reason'}; "
+            "relax those limits, or search a space of smaller specs")

@@ -155,6 +155,8 @@ def eval_checkpoint(
     bad = [s for s in splits if s not in SPLITS]
     if bad or not splits:
         raise DataError(f"unknown split {bad[0] if bad else '(none)'}", f"use {', '.join(SPLITS)}")
+    if batch_size < 1:
+        raise DataError(f"batch size must be at least 1, got {batch_size}", "the default is 256 images a pass")
     ckpt = Checkpoint.read(checkpoint)
     model = ckpt.build_model()  # a damaged file fails before the data is decoded
     plan = plan_data(data, recipe, checkpoint=ckpt, source=f"checkpoint {checkpoint}")

@@ -3,16 +3,18 @@
 ``run_training`` resolves the architecture (its class count follows the data), decides the data and the
 recipe (:func:`plan_data`: what a checkpoint or a study recorded, else the defaults, then the overrides
 given), loads the data, trains with :func:`trials.train.train`, and writes ``metrics.json`` beside
-``last.pt`` / ``best.pt``. With ``resume=True`` every option that is not given is taken from the folder's
-``last.pt``; :func:`train_trial` trains a trial of a study on the data and recipe the study recorded.
+``last.pt`` / ``best.pt`` (and, for the repopt block, the ``scales.json`` it trained with). With
+``resume=True`` every option that is not given is taken from the folder's ``last.pt``; :func:`train_trial`
+trains a trial of a study on the data and recipe the study recorded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +36,9 @@ if TYPE_CHECKING:
     from trials.recipe import Recipe
     from trials.train import TrainResult
 
+#: The files a run writes into its folder (each atomically, through a temp file beside it).
+RUN_FILES = ("last.pt", "best.pt", "metrics.json", "scales.json")
+SCALES_NAME = RUN_FILES[3]
 HISTORY_COLUMNS = ["epoch", "step", "train_loss", "selection_top1", "selection_balanced_acc", "lr", "images_per_s",
                    "wall_s"]
 Note = Callable[[str], None]
@@ -146,18 +151,20 @@ class TrainingRun:
 
 def training_spec(
     arch: str | ArchSpec, num_classes: int, resolution: int | None = None, classes_from_data: bool = False,
+    block: str | None = None,
 ) -> tuple[ArchSpec, list[str]]:
     """The spec to train for data with ``num_classes`` classes, and notes on what was changed.
 
     Presets (1000 classes, 224 px by default) take the data's class count. A spec string that names a
     class count (``_cN``) must match the data unless ``classes_from_data``; without one it follows the data.
+    ``block`` (when given) replaces the architecture's block type.
     """
     notes: list[str] = []
     if isinstance(arch, ArchSpec):
-        spec, explicit_classes = arch, True
+        spec, explicit_classes = (arch if block is None else arch.replace(block=block)), True
     else:
         ref = parse_arch(arch)
-        spec = ref.resolve(resolution)
+        spec = ref.resolve(resolution, block=block)
         explicit_classes = ref.fixes("num_classes")
         if ref.is_preset:
             if resolution is None:
@@ -182,6 +189,7 @@ def run_training(
     recipe: Mapping[str, Any] | None = None,
     config: Mapping[str, Any] | None = None,
     resolution: int | None = None,
+    block: str | None = None,
     classes_from_data: bool = False,
     resume: bool = False,
     recorded: RecordedData | None = None,
@@ -194,9 +202,12 @@ def run_training(
     ``test_ratio``, ``max_per_class``; a new run's split seed is the training seed); ``recipe``:
     :class:`trials.recipe.Recipe` fields; ``config``: :class:`trials.config.TrainConfig` budget and runtime
     fields. Each overrides the defaults, or what ``recorded`` (a study's record) or, when resuming,
-    ``out_dir/last.pt`` holds; keys whose value is None are ignored. When resuming, ``last.pt`` is read once
-    and handed to :func:`trials.train.train`.
+    ``out_dir/last.pt`` holds; keys whose value is None are ignored; ``block`` replaces the architecture's
+    block type. When resuming, ``last.pt`` is read once and handed to :func:`trials.train.train`. A run that
+    fails before its first checkpoint leaves no folder it made; the orphaned temp files of a killed run in
+    ``out_dir`` are removed.
     """
+    from trials.checkpoint import remove_stale_temps
     from trials.config import TrainConfig
     from trials.train import train
 
@@ -204,6 +215,8 @@ def run_training(
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise TrainError(f"output folder {out} is a file", "give a folder for the checkpoints")
+    if out.is_dir():
+        remove_stale_temps(out, RUN_FILES)
     previous: Checkpoint | None = None
     if resume:
         previous = _previous_run(out)
@@ -217,29 +230,69 @@ def run_training(
         if arch is None:
             raise TrainError("no architecture given", "name a preset (e.g. A0) or give a spec string")
         base = TrainConfig()
+    config = _scales_path(config)
     seed = _given(config).get("seed", base.seed)
     plan = plan_data(data, recipe, seed=seed, recorded=recorded, checkpoint=previous,
                      source=f"checkpoint {out / 'last.pt'}" if previous is not None else "the study")
     cfg = TrainConfig.from_dict({**base.to_dict(), **_given(config), "recipe": plan.recipe.to_dict()})
     cfg.validate()
+    _check_runtime(cfg)
     if previous is not None:  # refuse a changed config before spending time on the data (train() checks all again)
         previous.check_resume(previous.spec, cfg, previous.classes, data=plan.settings)
-    probe = arch if isinstance(arch, ArchSpec) else parse_arch(arch).resolve(resolution)  # fails fast on a bad spec
+    probe = arch if isinstance(arch, ArchSpec) else parse_arch(arch).resolve(resolution, block=block)  # fails fast
     for line in plan.notes:
         note(line)
-    bundle = plan.load(resolution if resolution is not None else probe.resolution, note)
-    spec, notes = training_spec(arch, len(bundle.classes), resolution, classes_from_data)
-    for line in notes:
+    loaded: list[str] = []  # the data report is shown once the data is known to fit the spec
+    bundle = plan.load(resolution if resolution is not None else probe.resolution, loaded.append)
+    spec, notes = training_spec(arch, len(bundle.classes), resolution, classes_from_data, block)
+    for line in [*loaded, *notes]:
         note(line)
-    out.mkdir(parents=True, exist_ok=True)
-    result = train(spec, bundle, cfg, out_dir=out, resume=previous if previous is not None else False,
-                   on_progress=on_progress)
+    with _removed_if_empty_on_failure(out):
+        result = train(spec, bundle, cfg, out_dir=out, resume=previous if previous is not None else False,
+                       on_progress=on_progress)
     run = TrainingRun(spec, cfg, result, out, plan.settings, [*plan.notes, *notes])
     if _is_main_process():
         with atomic_write(out / "metrics.json") as handle:
             json.dump({**run.summary(), "history": result.history}, handle, indent=2, default=str)
             handle.write("\n")
+        if result.scales is not None:  # reusable: another run of the same architecture can train with them
+            result.scales.write(out / SCALES_NAME)
     return run
+
+
+def _scales_path(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``config`` with a scales file given as an absolute path (as checkpoints then record it)."""
+    from trials.config import SEARCH_SCALES
+
+    body = dict(config or {})
+    scales = body.get("scales")
+    if scales is not None and scales != SEARCH_SCALES:
+        body["scales"] = str(Path(scales).expanduser().absolute())
+    return body
+
+
+def _check_runtime(config: TrainConfig) -> None:
+    """Refuse an unknown or absent device, and float16 without CUDA, before the data is loaded
+    (:func:`trials.train.train` checks both again)."""
+    from trials.distributed import resolve_device
+
+    if resolve_device(config.device).type != "cuda" and config.amp:
+        raise TrainError("amp (float16 autocast) needs a CUDA device", "train without amp on the CPU")
+
+
+@contextlib.contextmanager
+def _removed_if_empty_on_failure(out: Path) -> Iterator[None]:
+    """Create ``out`` (and its missing parents) for a run; if the run fails, remove the folders made here
+    that are still empty (a run that fails before its first checkpoint leaves nothing behind)."""
+    made = [p for p in (out, *out.parents) if not p.exists()]
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for folder in made:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty: never removes a file
+        raise
 
 
 def _previous_run(out: Path) -> Checkpoint:
@@ -274,10 +327,33 @@ def trial_spec(study: optuna.Study, number: int) -> tuple[str, dict[str, Any]]:
     if not isinstance(spec, str):
         raise TrialError(f"trial {number} of study {study.study_name!r} has no 'spec' attribute",
                          "use trials of a study made by nas search")
+    _check_usable(trial, study.study_name, spec)
     values = list(trial.values) if trial.values is not None else None
     info = {"kind": "trial", "study": study.study_name, "trial": number, "state": trial.state.name,
             "values": values, "proxy_acc": trial.user_attrs.get("acc"), "proxy_bacc": trial.user_attrs.get("bacc")}
     return spec, info
+
+
+def _check_usable(trial: optuna.trial.FrozenTrial, study_name: str, spec: str) -> None:
+    """Refuse a trial that did not evaluate a feasible spec (failed, pruned, unfinished, a duplicate, or over
+    the study's limits): training or exporting it would silently ignore what the search found."""
+    name = f"trial {trial.number} of study {study_name!r}"
+    anyway = f"to use its spec regardless, give it as the architecture: {spec}"
+    twin = trial.user_attrs.get("duplicate_of")
+    if twin is not None:
+        raise TrialError(f"{name} is a duplicate of trial {twin}", f"use trial {twin}, which evaluated the spec")
+    state, choose = trial.state.name, "choose a complete trial (the Pareto front lists them)"
+    if state == "FAIL":
+        problem = f"failed ({trial.user_attrs.get('fail_reason', 'no reason recorded')})"
+    elif state != "COMPLETE":
+        problem = {"PRUNED": "was pruned before it was evaluated", "RUNNING": "is still running",
+                   "WAITING": "is queued, not evaluated yet"}.get(state, f"is {state.lower()}")
+    elif any(v > 0 for v in trial.constraints.values()) or trial.user_attrs.get("feasible") is False:
+        problem = f"is infeasible: {trial.user_attrs.get('infeasible_reason', 'it breaks the study limits')}"
+        choose = "choose a feasible trial (the Pareto front lists them)"
+    else:
+        return
+    raise TrialError(f"{name} {problem}", f"{choose}; {anyway}")
 
 
 def study_record(study: optuna.Study, data: Mapping[str, Any] | None) -> RecordedData | None:

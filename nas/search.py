@@ -8,14 +8,10 @@ accuracy proxy. Semantics worth knowing:
 * **Trials in total, counted as distinct specs.** ``trials=N`` means the study ends with N complete
   trials that evaluated a new spec, however many workers and restarts it took: the same command
   resumes an interrupted study and stops when N are done. Duplicates (below) are recorded on top.
-* **Infeasible specs are never trained.** They are recorded as complete trials whose constraint values
-  are positive (so every sampler and the front treat them as infeasible); their cost objectives carry
-  the real values and their accuracy objectives :data:`~nas.objectives.UNTRAINED_ACCURACY` (0, the
-  worst), with the reason in the ``infeasible_reason`` attribute.
-* **No spec is evaluated twice.** A spec whose hash matches a complete trial reuses its values
-  (attribute ``duplicate_of``); one matching a lower-numbered *running* trial waits for it.
-* **Failures are recorded, not fatal.** A trial that raises, returns NaN or runs out of memory ends
-  ``FAIL`` with ``fail_reason``; the search goes on (it stops after ``max_consecutive_failures`` in a row).
+* **One trial** (:mod:`nas.search_trial`, which says the details): infeasible specs are recorded with their
+  constraints and never trained; a spec already evaluated is recorded PRUNED with ``duplicate_of`` (the
+  sampler sees its twin's values, :mod:`nas.sampler`); a failure is recorded as ``fail_reason``, and the
+  search goes on (it stops after ``max_consecutive_failures`` in a row).
 * **The study's data and recipe.** The proxy trains on the data loaded with the recipe at each spec's
   resolution and scores on its selection split, never the test split; the study records both
   (:func:`nas.study.record_data`), and each accuracy with its uncertainty (:mod:`nas.accuracy`).
@@ -23,32 +19,26 @@ accuracy proxy. Semantics worth knowing:
 
 from __future__ import annotations
 
-import math
-import os
+import hashlib
+import json
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import optuna
-from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.accuracy import AccuracyFn, inherited, proxy_evaluator, search_inputs, trial_attrs
-from nas.objectives import (
-    Limits,
-    Objective,
-    SearchError,
-    constraint_values,
-    infeasibility,
-    objective_values,
-    parse_objectives,
-    spec_metrics,
-)
+from nas.accuracy import AccuracyFn, RungAccuracyFn, proxy_evaluator, rung_evaluator, search_inputs
+from nas.fidelity import FidelityConfig, Rungs, rung_proxy
+from nas.objectives import Limits, Objective, SearchError, parse_objectives
+from nas.pareto import trial_rung, trial_values
+from nas.sampler import is_duplicate
+from nas.search_trial import TrialRunner
 from nas.space import SearchSpace
 from nas.storage import DEFAULT_STORAGE, HEARTBEAT_INTERVAL, MAX_RETRY, mask_url, open_storage, storage_errors
 from nas.study import SAMPLERS, enqueue_presets, make_sampler, open_study, record_data, requeue_interrupted
+from search_space.errors import SpecError
 
 if TYPE_CHECKING:
     from trials.data import DataBundle, DataSettings
@@ -71,14 +61,17 @@ class SearchConfig:
     ``data`` says which images form the train / selection / test splits (None: the embedded digits; a
     path: that folder; both with the default splits), ``recipe`` how to train (None: the default for the data,
     ``Recipe.for_data(path)``), ``proxy`` the proxy's budget (None: the default ``ProxyConfig``; a recipe
-    in it must equal ``recipe``), ``repeats`` how many proxy seeds score each spec.
+    in it must equal ``recipe``), ``repeats`` how many proxy seeds score each spec. ``sampler`` is a name
+    (:data:`~nas.study.SAMPLERS`) or an Optuna sampler object; either is wrapped in
+    :class:`~nas.sampler.NasSampler`, which with a ``seed`` reseeds it from the seed and each trial number.
+    ``fidelity`` turns on successive halving over rungs of the proxy (:mod:`nas.fidelity`).
     """
 
     objectives: str | Sequence[str] = "acc,latency"
     target: str | None = None
     limits: Limits = field(default_factory=Limits)
     space: SearchSpace = field(default_factory=SearchSpace)
-    sampler: str = "tpe"
+    sampler: str | optuna.samplers.BaseSampler = "tpe"
     seed: int | None = None
     trials: int = 20
     timeout: float | None = None
@@ -96,6 +89,7 @@ class SearchConfig:
     grace_period: int | None = None
     max_retry: int | None = MAX_RETRY
     max_consecutive_failures: int = 5
+    fidelity: FidelityConfig | None = None
 
 
 @dataclass
@@ -109,13 +103,40 @@ class SearchSummary:
     stopped: str  # "done", "timeout", "space exhausted", "duplicates"
 
 
-class TrialFailureError(Exception):
-    """A trial produced an unusable result (NaN accuracy, …); recorded as its ``fail_reason``."""
+def default_study_name(objectives: Sequence[Objective], space: SearchSpace | None = None) -> str:
+    """``acc-latency_T4``: one study per objective set and search space in a shared storage file.
+
+    The default space adds nothing; any other space adds a digest of it (``acc-latency_T4-space-1f0c2a``),
+    so a search over another space starts its own study instead of being refused by the default one.
+    """
+    name = "-".join(o.name for o in objectives)
+    if space is None or space == SearchSpace():
+        return name
+    text = json.dumps(space.to_dict(), sort_keys=True)
+    return f"{name}-space-{hashlib.sha256(text.encode()).hexdigest()[:6]}"
 
 
-def default_study_name(objectives: Sequence[Objective]) -> str:
-    """``acc-latency_T4``: one study per objective set in a shared storage file."""
-    return "-".join(o.name for o in objectives)
+def check_run_settings(config: SearchConfig) -> None:
+    """Refuse a timeout, heartbeat, grace period, retry count or class count that cannot work, before the
+    data is loaded or the study is created."""
+    if config.timeout is not None and not config.timeout > 0:
+        raise SearchError(f"timeout must be a positive number of seconds, got {config.timeout:g}",
+                          "leave it unset for no time limit")
+    beat, grace = config.heartbeat_interval, config.grace_period
+    if beat is not None and beat < 1:
+        raise SearchError(f"heartbeat interval must be at least 1 s, got {beat}",
+                          f"the default is {HEARTBEAT_INTERVAL} s")
+    if grace is not None and grace <= (beat or 0):
+        raise SearchError(f"grace period must be longer than the heartbeat interval ({beat or 0} s), got {grace} s",
+                          "a shorter one declares running trials dead between two heartbeats; the default is "
+                          "3 intervals")
+    if config.max_retry is not None and config.max_retry < 0:
+        raise SearchError(f"max retry must be 0 or more, got {config.max_retry}", "0 never retries a dead trial")
+    if config.num_classes is not None:
+        try:
+            next(config.space.iter_specs(config.num_classes))  # the spec's own rule: at least 2 classes
+        except SpecError as exc:
+            raise SearchError(f"cannot search for {config.num_classes} classes: {exc.message}", exc.hint) from None
 
 
 class Search:
@@ -124,21 +145,25 @@ class Search:
     Every configuration error is raised here, before any trial runs and before the study is changed.
     """
 
-    def __init__(self, config: SearchConfig, evaluate_accuracy: AccuracyFn | None = None) -> None:
+    def __init__(self, config: SearchConfig, evaluate_accuracy: AccuracyFn | RungAccuracyFn | None = None) -> None:
         self.config = config
         if config.trials < 1:
             raise SearchError(f"trials must be at least 1, got {config.trials}")
-        if config.sampler not in SAMPLERS:
-            raise SearchError(f"unknown sampler {config.sampler!r}", f"choose from {', '.join(SAMPLERS)}")
+        if not isinstance(config.sampler, optuna.samplers.BaseSampler) and config.sampler not in SAMPLERS:
+            raise SearchError(f"unknown sampler {config.sampler!r}",
+                              f"choose from {', '.join(SAMPLERS)}, or give an Optuna sampler object")
         if config.repeats < 1:
             raise SearchError(f"repeats must be at least 1, got {config.repeats}", "use 1 for one proxy seed")
+        check_run_settings(config)
         self._resolve_objectives(config)
         self.space = config.space
         self.needs_accuracy = any(o.needs_accuracy for o in self.objectives)
         # The data decides the class count, except with a custom evaluator (or none) and an explicit count.
         self.uses_data = config.num_classes is None or (self.needs_accuracy and evaluate_accuracy is None)
         self.uses_proxy = self.needs_accuracy and evaluate_accuracy is None
-        inputs = search_inputs(config.data, config.recipe, config.proxy) if self.uses_data else (None, None, None)
+        proxy = config.proxy if config.fidelity is None or not self.uses_proxy else rung_proxy(config.proxy,
+                                                                                               config.fidelity)
+        inputs = search_inputs(config.data, config.recipe, proxy) if self.uses_data else (None, None, None)
         self.settings: DataSettings | None = inputs[0]
         self.recipe: Recipe | None = inputs[1]
         self.proxy: ProxyConfig | None = inputs[2]
@@ -152,9 +177,20 @@ class Search:
         self.warnings = self._extrapolation_warnings()
         self.evaluate = evaluate_accuracy
         if self.uses_proxy:
-            self.evaluate = proxy_evaluator(self.proxy, repeats=config.repeats, zero_cost=config.zero_cost)
+            evaluator = rung_evaluator if config.fidelity else proxy_evaluator
+            self.evaluate = evaluator(self.proxy, repeats=config.repeats, zero_cost=config.zero_cost)
+        #: Successive halving's side of this worker (None: single fidelity); its accuracy is the rung's.
+        self.rungs = None if config.fidelity is None else Rungs.of(config.fidelity, self.evaluate, self.objectives,
+                                                                  config.storage)
+        if self.rungs is not None:
+            self.evaluate = self.rungs.accuracy
         self._open_study(config, first)
-        self._poll = 0.02
+        #: Runs one trial at a time: the spec measured, deduplicated, trained when feasible, recorded.
+        self.runner = TrialRunner(
+            self.study, self.storage, space=self.space, num_classes=self.num_classes, objectives=self.objectives,
+            limits=self.limits, devices=self.devices, predictors=self.predictors, trials=config.trials,
+            evaluate=self.evaluate if self.needs_accuracy else None, data=self.data, rungs=self.rungs,
+            check_stale=config.heartbeat_interval is not None and config.storage not in (None, ":memory:"))
 
     # -- preparation ---------------------------------------------------------------------------
     def _resolve_objectives(self, config: SearchConfig) -> None:
@@ -175,13 +211,13 @@ class Search:
         queue the presets and the interrupted trials."""
         self.storage = open_storage(config.storage, heartbeat_interval=config.heartbeat_interval,
                                     grace_period=config.grace_period, max_retry=config.max_retry)
-        self.study_name = config.study or default_study_name(self.objectives)
+        self.study_name = config.study or default_study_name(self.objectives, self.space)
         with storage_errors(config.storage):
             self.study = open_study(self.storage, self.study_name, self._stored_config(),
                                     [o.name for o in self.objectives], mask_url(config.storage))
             if first is not None and self.settings is not None and self.recipe is not None:
                 record_data(self.study, self.settings, self.recipe, first)  # written once, checked on resume
-            self.study.sampler = make_sampler(config.sampler, self._seed(self.study), config.trials,
+            self.study.sampler = make_sampler(config.sampler, config.seed, config.trials,
                                               deterministic=not self.needs_accuracy)
             self.skipped = enqueue_presets(self.study, self.space, config.enqueue, self.num_classes)
             requeue_interrupted(self.study)
@@ -225,24 +261,25 @@ class Search:
         return {"objectives": [o.name for o in self.objectives],
                 "directions": [o.direction for o in self.objectives],
                 "limits": limits, "devices": self.devices, "space": self.space.to_dict(),
-                "num_classes": self.num_classes, "proxy": proxy}
-
-    def _seed(self, study: optuna.Study) -> int | None:
-        seed = self.config.seed
-        if seed is not None and study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            seed += os.getpid()  # another worker is active: the same seed would propose the same specs
-        return seed
+                "num_classes": self.num_classes, "proxy": proxy,
+                "fidelity": None if self.rungs is None else self.rungs.config.to_dict()}
 
     # -- running ---------------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
-        """Trials by state (``complete``, ``running``, ``waiting``, ``fail``, ``pruned``) and ``evaluated``:
-        the complete trials that are not a ``duplicate_of`` another (what ``trials=N`` counts)."""
+        """Trials by state (``complete``, ``running``, ``waiting``, ``fail``, ``pruned``), ``evaluated``: the
+        complete trials that are not a duplicate (what ``trials=N`` counts), and ``duplicates``: the trials
+        that repeated an evaluated spec (pruned; complete in studies of earlier versions). With rungs,
+        ``evaluated`` counts rung 0 (a rung below the top is pruned with its values), ``promoted`` the
+        higher rungs evaluated and ``promoting`` those running."""
         out = {s.name.lower(): 0 for s in TrialState}
-        out["evaluated"] = 0
+        out["evaluated"] = out["duplicates"] = out["promoted"] = out["promoting"] = 0
         for t in self.study.get_trials(deepcopy=False):
             out[t.state.name.lower()] += 1
-            if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs:
-                out["evaluated"] += 1
+            if is_duplicate(t):
+                out["duplicates"] += 1
+            elif trial_values(t) is not None:
+                out["promoted" if trial_rung(t) else "evaluated"] += 1
+            out["promoting"] += t.state == TrialState.RUNNING and trial_rung(t) > 0
         return out
 
     def run(self, on_trial: Callable[[FrozenTrial, dict[str, int]], None] | None = None) -> SearchSummary:
@@ -262,15 +299,17 @@ class Search:
                 if cfg.timeout is not None and time.monotonic() - start >= cfg.timeout:
                     stopped = "timeout"
                     break
-                self._fail_stale()
+                self.runner.fail_stale()
+                if self.rungs is not None:
+                    self.rungs.promote(self.study)  # a free worker first takes an owed promotion
                 c = self.counts()
-                if c["evaluated"] >= target:
+                if c["evaluated"] >= target and not (self.rungs and (c["waiting"] or c["running"])):
                     stopped = "done" if target == cfg.trials else "space exhausted"
                     break
-                if c["evaluated"] + c["running"] >= target and not c["waiting"]:
+                if c["evaluated"] + c["running"] - c["promoting"] >= target and not c["waiting"]:
                     time.sleep(0.2)  # the last trials run elsewhere: wait for them (or for their heartbeat to stop)
                     continue
-                trial = self._one_trial()
+                trial = self.runner.run_one()
                 if trial is None:
                     continue
                 ran += 1
@@ -281,9 +320,9 @@ class Search:
                         raise SearchError(f"{streak} trials failed in a row; the last: "
                                           f"{trial.user_attrs.get('fail_reason', 'unknown')}",
                                           "fix the cause (see the fail_reason of the failed trials) and rerun")
-                elif trial.state == TrialState.COMPLETE:
+                elif trial_values(trial) is not None or is_duplicate(trial):  # both may be pruned
                     streak = 0
-                    dups = dups + 1 if "duplicate_of" in trial.user_attrs else 0
+                    dups = dups + 1 if is_duplicate(trial) else 0
                 if on_trial is not None:
                     on_trial(trial, self.counts())
                 if dups >= MAX_DUPLICATE_STREAK:
@@ -291,112 +330,13 @@ class Search:
                     break
         return SearchSummary(self.study, ran, failed, self.counts()["evaluated"], stopped)
 
-    def _one_trial(self) -> FrozenTrial | None:
-        """Run one trial; ``None`` if another worker declared it dead meanwhile (it is retried there)."""
-        finished: list[FrozenTrial] = []
-        self._current: int | None = None
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ExperimentalWarning)
-                self.study.optimize(self._objective, n_trials=1, catch=(Exception,),
-                                    callbacks=[lambda _study, t: finished.append(t)])
-        except ValueError:
-            # Heartbeats arrived too late (an overloaded machine): another worker failed this trial as
-            # stale and re-queued it, so Optuna refuses our result. Nothing is lost; go on.
-            if self._current is None or self.storage.get_trial(self._current).state != TrialState.FAIL:
-                raise
-            return None
-        return finished[0] if finished else None
-
-    def _fail_stale(self) -> None:
-        if self.config.heartbeat_interval is not None and self.config.storage not in (None, ":memory:"):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ExperimentalWarning)
-                optuna.storages.fail_stale_trials(self.study)
-
-    def _objective(self, trial: optuna.Trial) -> list[float]:
-        self._current = trial._trial_id
-        try:
-            return self._evaluate_trial(trial)
-        except optuna.TrialPruned:
-            raise
-        except KeyboardInterrupt:
-            trial.set_user_attr("fail_reason", "interrupted")
-            raise
-        except Exception as exc:
-            if type(exc).__module__.startswith(("sqlalchemy", "psycopg2")):
-                raise  # the storage itself failed: stop, do not record
-            text = f"{type(exc).__name__}: {exc}".rstrip(": ")
-            if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or any(
-                    w in str(exc).lower() for w in ("out of memory", "can't allocate memory")):
-                text = f"out of memory ({text})"
-            trial.set_user_attr("fail_reason", text[:500])
-            raise
-
-    def _evaluate_trial(self, trial: optuna.Trial) -> list[float]:
-        spec = self.space.suggest(trial, self.num_classes)
-        metrics = spec_metrics(spec, self.predictors)
-        for key, value in metrics.attrs.items():
-            trial.set_user_attr(key, value)
-        for key, value in constraint_values(metrics, self.limits, self.devices).items():
-            trial.set_constraint(key, value)
-        reason = infeasibility(metrics, self.limits, self.devices)
-        trial.set_user_attr("feasible", reason is None)
-        if reason is not None:
-            trial.set_user_attr("infeasible_reason", reason)
-        twin = self._twin(trial, spec.hash)
-        if twin is not None:
-            trial.set_user_attr("duplicate_of", twin.number)
-            for key, value in inherited(twin.user_attrs).items():
-                trial.set_user_attr(key, value)
-            return list(twin.values)
-        accuracy = None
-        if self.needs_accuracy and reason is None:
-            assert self.evaluate is not None
-            accuracy = dict(self.evaluate(spec, self.data(spec.resolution)))
-            for key in ("top1", "balanced_acc"):
-                if not math.isfinite(float(accuracy.get(key, math.nan))):
-                    raise TrialFailureError(f"the accuracy proxy returned {key}={accuracy.get(key)}")
-            for key, value in trial_attrs(accuracy).items():
-                trial.set_user_attr(key, value)
-        values = objective_values(self.objectives, metrics, accuracy)
-        bad = [o.name for o, v in zip(self.objectives, values) if not math.isfinite(v)]
-        if bad:
-            raise TrialFailureError(f"objective {', '.join(bad)} is not finite")
-        return values
-
-    def _twin(self, trial: optuna.Trial, spec_hash: str) -> FrozenTrial | None:
-        """A complete trial of the same spec to reuse; waits for a lower-numbered running one.
-
-        A trial that would evaluate a new spec although the study already has its ``trials`` (another
-        worker got there first) is pruned, attribute ``surplus``.
-        """
-        wait = self._poll
-        while True:
-            original: FrozenTrial | None = None
-            evaluated = running_before = 0
-            twin_running = False
-            for t in self.study.get_trials(deepcopy=False):
-                if t.number == trial.number:
-                    continue
-                same = t.user_attrs.get("spec_hash") == spec_hash
-                if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs:
-                    evaluated += 1
-                    if same and (original is None or t.number < original.number):
-                        original = t
-                elif t.state == TrialState.RUNNING and t.number < trial.number:
-                    running_before += 1
-                    twin_running = twin_running or same
-            if original is not None:
-                return original
-            if evaluated + running_before >= self.config.trials:
-                trial.set_user_attr("surplus", True)
-                raise optuna.TrialPruned("the study already has its trials")
-            if not twin_running:
-                return None
-            time.sleep(wait)
-            wait = min(0.5, wait * 2)
-            self._fail_stale()
+    def objective(self, trial: optuna.Trial) -> list[float]:
+        """The search's objective for ``study.optimize`` (this search's study, or your own one with the
+        directions of :attr:`objectives`): samples a spec from the space, records its metrics, constraints
+        and note, trains it when feasible and returns the objective values. A duplicate of an evaluated spec,
+        and any spec beyond ``config.trials`` distinct ones, is pruned; a failure is recorded as
+        ``fail_reason`` and raised."""
+        return self.runner.objective(trial)
 
 
 def run_search(config: SearchConfig, evaluate_accuracy: AccuracyFn | None = None,

@@ -2,7 +2,8 @@
 presets and retries.
 
 A study made by ``nas search`` carries its configuration (objectives, directions, limits, target
-devices, space, class count, the accuracy proxy's budget and seed repeats) in the study attribute ``nas:config``,
+devices, space, class count, the accuracy proxy's budget and seed repeats, and with multi-fidelity the rungs
+and eta of :mod:`nas.fidelity`) in the study attribute ``nas:config``,
 and the data it searched on in ``nas:data`` (:class:`RecordedData`: the data settings, the recipe, the
 class names and every split's per-class counts). Reopening it with anything different is refused before
 the study is touched: the samplers' parameter distributions, the constraint keys and the meaning of the
@@ -12,6 +13,7 @@ data record to train on what the search ranked on.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from nas.objectives import SearchError
+from nas.sampler import NasSampler
 from nas.space import SearchSpace, SpaceError
 from search_space import get_preset
 from search_space.errors import NasError
@@ -34,32 +37,37 @@ if TYPE_CHECKING:
 
 SAMPLERS = ("tpe", "nsga2", "nsga3", "gp", "random")
 CONFIG_ATTR = "nas:config"
-CONFIG_KEYS = ("objectives", "directions", "limits", "devices", "space", "num_classes", "proxy")
+CONFIG_KEYS = ("objectives", "directions", "limits", "devices", "space", "num_classes", "fidelity", "proxy")
 DATA_ATTR = "nas:data"
+#: What a promotion trial of a multi-fidelity search is for (:mod:`nas.fidelity`); a retry keeps them.
+PROMOTION_ATTRS = ("rung", "rung_epochs", "promoted_from", "promotion")
 SPLITS = ("train", "selection", "test")
 
 
-def make_sampler(name: str, seed: int | None, trials: int, deterministic: bool) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler called ``name`` (tpe, nsga2, nsga3, gp, random).
+def make_sampler(sampler: str | optuna.samplers.BaseSampler, seed: int | None, trials: int,
+                 deterministic: bool) -> NasSampler:
+    """The search's sampler: the Optuna sampler called ``sampler`` (tpe, nsga2, nsga3, gp, random), or the
+    sampler object given, wrapped in :class:`~nas.sampler.NasSampler` (duplicates seen as observations; with
+    a ``seed``, reseeded from the seed and the trial number before each trial, so workers never lockstep).
 
     TPE is multivariate: on a discrete space it proposes far fewer repeats than Optuna's independent
     multi-objective default and finds a better front (bench/search_efficiency.py). NSGA-II/III use a
     population of ``trials // 10`` (10..50) so that short searches get several generations.
     """
+    if isinstance(sampler, optuna.samplers.BaseSampler):
+        return NasSampler(sampler, seed)
     pop = max(10, min(50, trials // 10))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
-        if name == "tpe":
-            return optuna.samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True)
-        if name == "nsga2":
-            return optuna.samplers.NSGAIISampler(seed=seed, population_size=pop)
-        if name == "nsga3":
-            return optuna.samplers.NSGAIIISampler(seed=seed, population_size=pop)
-        if name == "gp":
-            return optuna.samplers.GPSampler(seed=seed, deterministic_objective=deterministic)
-        if name == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
-    raise SearchError(f"unknown sampler {name!r}", f"choose from {', '.join(SAMPLERS)}")
+        named = {"tpe": lambda: optuna.samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True),
+                 "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed, population_size=pop),
+                 "nsga3": lambda: optuna.samplers.NSGAIIISampler(seed=seed, population_size=pop),
+                 "gp": lambda: optuna.samplers.GPSampler(seed=seed, deterministic_objective=deterministic),
+                 "random": lambda: optuna.samplers.RandomSampler(seed=seed)}
+        if not isinstance(sampler, str) or sampler not in named:
+            raise SearchError(f"unknown sampler {sampler!r}",
+                              f"choose from {', '.join(SAMPLERS)}, or give an Optuna sampler object")
+        return NasSampler(named[sampler](), seed)
 
 
 def open_study(storage: BaseStorage, name: str, wanted: dict[str, Any], metric_names: Sequence[str],
@@ -205,30 +213,40 @@ def record_data(study: optuna.Study, settings: DataSettings, recipe: Recipe, bun
 
 
 def enqueue_presets(study: optuna.Study, space: SearchSpace, names: Sequence[str], num_classes: int) -> list[str]:
-    """Queue the presets (mapped into ``space``) that the study has not evaluated; return why others were skipped."""
-    skipped: list[str] = []
+    """Queue the presets (mapped into ``space``) that the study has not evaluated.
+
+    Returns one line naming every skipped preset and why (e.g. outside the space), or nothing when none was.
+    """
+    skipped: list[tuple[str, str]] = []
     trials = study.get_trials(deepcopy=False)
     for name in names:
         try:
             spec = space.preset_spec(name, num_classes)
         except SpaceError as exc:
-            skipped.append(f"{exc.message}; skipped")
+            skipped.append((name, re.sub(r"^preset \S+ is ", "", exc.message)))
             continue
         if any(t.user_attrs.get("spec_hash") == spec.hash and t.state != TrialState.FAIL for t in trials):
             continue
         study.enqueue_trial(space.params_of(spec), user_attrs={"preset": get_preset(name).name},
                             skip_if_exists=True)
-    return skipped
+    if not skipped:
+        return []
+    queued = len(names) - len(skipped)
+    reasons = "; ".join(f"{name}: {why}" for name, why in skipped)
+    return [f"skipped preset{'s' if len(skipped) > 1 else ''} {', '.join(n for n, _ in skipped)} ({reasons}); "
+            f"{queued} of {len(names)} presets queued as reference points"]
 
 
 def requeue_interrupted(study: optuna.Study) -> int:
-    """Queue again every trial cut short by Ctrl-C (``fail_reason`` ``interrupted``) not yet retried."""
+    """Queue again every trial cut short by Ctrl-C (``fail_reason`` ``interrupted``) not yet retried, with
+    what it was for (:data:`PROMOTION_ATTRS`: a promotion's rung and claim)."""
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get("retry_of") for t in trials}
     n = 0
     for t in trials:
         if t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") == "interrupted" and t.number not in retried:
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+            kept = {k: t.user_attrs[k] for k in PROMOTION_ATTRS if k in t.user_attrs}
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number, **kept})
             n += 1
     return n
 

@@ -1,9 +1,11 @@
-"""RepVGG and QARepVGG blocks, and the one conv-BN fusion they share.
+"""RepVGG, QARepVGG and RepOpt-VGG blocks, and the one conv-BN fusion they share.
 
 Train form (RepVGG): ``relu(bn(conv3x3(x)) + bn(conv1x1(x)) + bn(x))``, the identity branch only where
 input and output shapes agree. QARepVGG removes the BN of the 1×1 and identity branches and puts one BN
-after the sum: ``relu(bn(bn(conv3x3(x)) + conv1x1(x) + x))``. Both re-parameterize into one 3×3 conv with
-bias (:meth:`reparameterize`, idempotent). ``deploy=True`` builds that form directly.
+after the sum: ``relu(bn(bn(conv3x3(x)) + conv1x1(x) + x))``. RepOpt-VGG trains the plain
+``relu(bn(conv3x3(x)))`` (its multi-branch prior lives in the optimizer, :mod:`trials.repopt`). All
+re-parameterize into one 3×3 conv with bias (:meth:`reparameterize`, idempotent). ``deploy=True`` builds
+that form directly.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def fuse_conv_bn(
     return weight * scale.reshape(-1, 1, 1, 1), shift
 
 
-def _identity_kernel(channels: int, groups: int, like: torch.Tensor) -> torch.Tensor:
+def identity_kernel(channels: int, groups: int, like: torch.Tensor) -> torch.Tensor:
     """3×3 kernel (C, C/g, 3, 3) that copies each channel: the identity branch as a conv."""
     per_group = channels // groups
     kernel = torch.zeros(channels, per_group, 3, 3, dtype=like.dtype, device=like.device)
@@ -120,7 +122,7 @@ class RepVGGBlock(RepBlock):
         w1, b1 = self.one_by_one.fused()
         weight, bias = w3 + F.pad(w1, [1, 1, 1, 1]), b3 + b1
         if self.identity is not None:
-            wi, bi = fuse_conv_bn(_identity_kernel(self.cin, self.groups, w3), self.identity)
+            wi, bi = fuse_conv_bn(identity_kernel(self.cin, self.groups, w3), self.identity)
             weight, bias = weight + wi, bias + bi
         return weight, bias
 
@@ -143,8 +145,23 @@ class QARepVGGBlock(RepBlock):
         w3, b3 = self.dense.fused()
         weight = w3 + F.pad(self.one_by_one.weight, [1, 1, 1, 1])
         if self.has_identity:
-            weight = weight + _identity_kernel(self.cin, self.groups, w3)
+            weight = weight + identity_kernel(self.cin, self.groups, w3)
         return fuse_conv_bn(weight, self.bn, b3)
 
 
-BLOCKS: dict[str, type[RepBlock]] = {"repvgg": RepVGGBlock, "qarepvgg": QARepVGGBlock}
+class RepOptBlock(RepBlock):
+    """RepOpt-VGG block: one 3×3 conv-BN, then ReLU (a plain VGG layer); it deploys as RepVGG's fused conv."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, groups: int = 1, deploy: bool = False) -> None:
+        super().__init__(cin, cout, stride, groups, deploy)
+        if not deploy:
+            self.dense = ConvBN(cin, cout, 3, stride, groups)
+
+    def branches(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dense(x)
+
+    def equivalent_kernel(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.dense.fused()
+
+
+BLOCKS: dict[str, type[RepBlock]] = {"repvgg": RepVGGBlock, "qarepvgg": QARepVGGBlock, "repopt": RepOptBlock}

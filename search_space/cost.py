@@ -204,7 +204,7 @@ def analyze(spec: ArchSpec, strategy: MemoryStrategy = INT8) -> CostReport:
     """Totals of ``spec`` under ``strategy`` (per-layer rows on demand); pure Python, microseconds per spec."""
     s = strategy
     wb, bb, ob = s.weight_bytes, s.bias_bytes, s.accum_bytes + s.act_bytes
-    qa = spec.block == "qarepvgg"
+    qa, plain = spec.block == "qarepvgg", spec.block == "repopt"
     widths = spec.stage_widths
     macs = params = train_params = legacy = act_elems = 0
     weight_bytes: float = 0
@@ -218,8 +218,13 @@ def analyze(spec: ArchSpec, strategy: MemoryStrategy = INT8) -> CostReport:
         macs += count * weights * pixels
         params += count * (weights + cout)
         # Train form (BN running stats are buffers): 3×3 conv + BN, 1×1 conv + BN (RepVGG) or bare 1×1 conv
-        # and one BN after the sum (QARepVGG), plus RepVGG's identity BN where shapes allow.
-        train_params += count * (weights + w1 + 4 * cout + (2 * cin if not qa and stride == 1 and cin == cout else 0))
+        # and one BN after the sum (QARepVGG), plus RepVGG's identity BN where shapes allow; RepOpt-VGG trains
+        # the plain 3×3 conv + BN (its deploy costs are RepVGG's: the loop above is block-independent).
+        if plain:
+            train_params += count * (weights + 2 * cout)
+        else:
+            identity_bn = 2 * cin if not qa and stride == 1 and cin == cout else 0
+            train_params += count * (weights + w1 + 4 * cout + identity_bn)
         legacy += count * out_elems * (h_in // groups) * 9
         act_elems += count * out_elems
         weight_bytes += count * weights * wb

@@ -1,4 +1,5 @@
-"""Named variants: the official RepVGG family and the seed's N0–N4, M0, M1 — one table, not one function each."""
+"""Named variants: the official RepVGG family, the seed's N0–N4, M0, M1 and its RepOpt-VGG models — one table,
+not one function each."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ B_DEPTHS = (4, 6, 16, 1)
 
 @dataclass(frozen=True)
 class Preset:
-    """One named variant: depths, width multipliers, groups, where it comes from, and a note."""
+    """One named variant: depths, width multipliers, groups, where it comes from, a note, and its block type."""
 
     name: str
     depths: tuple[int, int, int, int]
@@ -21,14 +22,17 @@ class Preset:
     groups: int
     source: str
     note: str = ""
+    block: str = "repvgg"
 
-    def spec(self, resolution: int = 224, num_classes: int = 1000, block: str = "repvgg") -> ArchSpec:
-        """The preset as an :class:`ArchSpec` at the given input resolution, class count and block type."""
-        return ArchSpec(self.depths, self.widths, block, self.groups, resolution, num_classes)
+    def spec(self, resolution: int = 224, num_classes: int = 1000, block: str | None = None) -> ArchSpec:
+        """The preset as an :class:`ArchSpec` at the given input resolution, class count and block type
+        (None: the preset's own)."""
+        return ArchSpec(self.depths, self.widths, block or self.block, self.groups, resolution, num_classes)
 
 
 _OFFICIAL = "RepVGG (Ding et al., CVPR 2021), official table"
 _SEED = "challenge seed README, model-analysis table"
+_REPOPT = "challenge seed README, results table (RepOpt-VGG, Ding et al., ICLR 2023)"
 
 PRESETS: dict[str, Preset] = {
     p.name: p
@@ -57,6 +61,11 @@ PRESETS: dict[str, Preset] = {
         Preset("N4", A_DEPTHS, (0.5, 0.5, 0.5, 1.0), 1, _SEED),
         Preset("M0", (2, 2, 2, 2), (1, 1, 1, 1), 1, _SEED),
         Preset("M1", (2, 2, 2, 2), (0.75, 0.75, 0.75, 2.5), 1, _SEED),
+        Preset("RepOpt-A0-hs", A_DEPTHS, (0.75, 0.75, 0.75, 2.5), 1, _REPOPT,
+               "A0 with the repopt block, scales hyper-searched on the target data (the seed: 89.42 %)", "repopt"),
+        Preset("RepOpt-B1", B_DEPTHS, (2, 2, 2, 4), 1, _REPOPT,
+               "B1 with the repopt block (the seed: 90.91 % with the official ImageNet scales, not shipped)",
+               "repopt"),
     ]
 }
 
@@ -149,8 +158,8 @@ def resolve_arch(
 
 
 def preset_name(spec: ArchSpec) -> str | None:
-    """The name of the preset with this spec's depths, widths and groups, if any."""
-    for p in PRESETS.values():
-        if (p.depths, p.widths, p.groups) == (spec.depths, spec.widths, spec.groups):
-            return p.name
-    return None
+    """The name of the preset with this spec's depths, widths and groups, if any (one of the spec's block
+    type first: a repopt A0 is ``RepOpt-A0-hs``, a qarepvgg A0 is ``A0``)."""
+    same = [p for p in PRESETS.values() if (p.depths, p.widths, p.groups) == (spec.depths, spec.widths, spec.groups)]
+    own = [p for p in same if p.block == spec.block]
+    return (own or same)[0].name if same else None

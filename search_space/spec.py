@@ -6,6 +6,9 @@ Canonical string form (file-name safe, round-trips through :func:`ArchSpec.parse
     └block └depths    └width multipliers   │  │    └classes
                                            │  └input resolution (square)
                                            └group pattern: g1 none, g2/g4 on every even layer (RepVGG-B style)
+
+Blocks: ``repvgg``, ``qarepvgg`` (multi-branch in training) and ``repopt`` (a plain 3×3 conv-BN block trained
+with gradient masks, :mod:`trials.repopt`); all three deploy as the same one-3×3-conv-per-block network.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 
 from search_space.errors import SpecError
 
-BLOCK_TYPES = ("repvgg", "qarepvgg")
+BLOCK_TYPES = ("repvgg", "qarepvgg", "repopt")
 GROUP_CHOICES = (1, 2, 4)
 STAGE_BASE_WIDTHS = (64, 128, 256, 512)
 STEM_MAX_WIDTH = 64

@@ -11,6 +11,21 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _pixel_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Decoded-pixel cache entries of the suite go to a temp folder, never to the user's ~/.cache/nas
+    (commands run by tests inherit the variable)."""
+    import os
+
+    old = os.environ.get("NAS_CACHE_DIR")
+    os.environ["NAS_CACHE_DIR"] = str(tmp_path_factory.mktemp("nas-cache"))
+    yield
+    if old is None:
+        os.environ.pop("NAS_CACHE_DIR", None)
+    else:
+        os.environ["NAS_CACHE_DIR"] = old
+
+
 @pytest.fixture
 def repo_root() -> Path:
     """The repository root (where pyproject.toml lives)."""

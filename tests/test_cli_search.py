@@ -113,7 +113,7 @@ def test_bad_inputs_give_one_line_and_leave_the_study_intact(capsys, db, tmp_pat
     _one_line_error(*_run(capsys, "pareto", "--storage", db, "--max-latency", "Z80=1")[::2], "Z80")
     _one_line_error(*_run(capsys, "pareto", "--storage", db, "--pick", "best-acc-under", "--under", "T4=1")[::2],
                     "accuracy objective")
-    _one_line_error(*_run(capsys, "pareto", "--storage", db, "--plot", str(tmp_path / "x.svg"))[::2], ".png or .html")
+    _one_line_error(*_run(capsys, "pareto", "--storage", db, "--plot", str(tmp_path / "x.pdf"))[::2], ".png or .html")
     assert _run(capsys, "search", "--sampler", "annealing")[0] == 2  # argparse usage error
 
 

@@ -129,10 +129,10 @@ def test_front_members_within_noise_are_marked_and_named_by_the_pick(tmp_path):
     text = html.read_text()
     bars = [json.loads(m) for m in re.findall(r'"error_[xy]":(\{[^}]*\})', text)]  # traces (and the template)
     front_bars = {(tuple(np.round(b["arrayminus"], 6)), tuple(np.round(b["array"], 6))) for b in bars if "array" in b}
-    assert ((0.02, 0.02, 0.02), (0.02, 0.02, 0.02)) in front_bars  # accuracy: value − low, high − value
+    assert ((2.0, 2.0, 2.0), (2.0, 2.0, 2.0)) in front_bars  # accuracy in %: value − low, high − value
     assert ((0.2, 0.18, 0.06), (0.2, 0.18, 0.06)) in front_bars  # latency ±20 %, front order
     assert "tied with another member" in text
     rows3 = [((a, lat, m), {**attrs, "memory_kib": m}, c)
              for ((a, lat), attrs, c), m in zip(_noisy([(0.95, 1.0), (0.8, 0.3)]), (10.0, 20.0))]
     three = _study(rows3, ("maximize", "minimize", "minimize"), ("acc", "latency_T4", "memory_kib"))
-    assert plot_front(pareto_front(three), tmp_path / "f3.png").exists()  # 3-D error bars
+    assert plot_front(pareto_front(three), tmp_path / "f3.png").exists()  # a pairwise matrix with error bars

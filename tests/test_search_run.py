@@ -8,8 +8,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from nas.dashboard import named_constraints
 from nas.objectives import Limits, SearchError
 from nas.pareto import pareto_front
+from nas.sampler import is_duplicate, observed
 from nas.search import SAMPLERS, Search, SearchConfig, run_search
 from nas.space import SearchSpace
 from search_space import ArchSpec, analyze
@@ -48,13 +50,14 @@ def test_total_duplicates_and_infeasible_trials_are_never_trained():
     limit = 150.0  # KiB: the wider specs exceed it
     summary = run_search(config(trials=12, limits=Limits(max_memory_kib=limit)), fake)
     study = summary.study
-    trials = study.get_trials(states=(TrialState.COMPLETE,))
-    assert summary.evaluated == 12 == len([t for t in trials if "duplicate_of" not in t.user_attrs])
+    assert all(t.state == TrialState.PRUNED for t in study.trials if is_duplicate(t))
+    trials = [t for t in observed(study.trials) if t.state == TrialState.COMPLETE]  # duplicates with their values
+    assert summary.evaluated == 12 == len([t for t in trials if "duplicate_of" not in t.user_attrs]) < len(trials)
     assert summary.stopped == "done"
     by_hash: dict[str, list] = {}
     for t in trials:
         by_hash.setdefault(t.user_attrs["spec_hash"], []).append(t)
-        assert set(t.constraints) == {"memory_kib<=150"}
+        assert set(named_constraints(t)) == {"memory_kib<=150"}
         infeasible = t.user_attrs["memory_kib"] > limit
         assert t.user_attrs["feasible"] is (not infeasible)
         assert (t.constraints["memory_kib<=150"] > 0) is infeasible
@@ -142,8 +145,10 @@ def test_enqueued_presets_run_first_and_outsiders_are_skipped():
     space = SearchSpace(depths=((1, 2), (1, 4), (1, 14), (1, 2)), widths=((0.25, 0.75), (0.25, 0.75),
                                                                           (0.25, 0.75), (0.25, 2.5)))
     search = Search(config(space=space, trials=3, enqueue=["A0", "N1", "B1", "N0"]), FakeAccuracy())
-    assert len(search.skipped) == 2
-    assert any("B1 is outside" in s for s in search.skipped) and any("N0 is outside" in s for s in search.skipped)
+    assert len(search.skipped) == 1  # one line names every skipped preset, why, and how many were queued
+    line = search.skipped[0]
+    assert "B1: outside the search space: stage 1 depth" in line and "N0: outside the search space" in line
+    assert "A0" not in line.split("(")[0] and "2 of 4 presets queued" in line
     search.run()
     first = sorted(search.study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.number)[:2]
     assert [t.user_attrs["preset"] for t in first] == ["A0", "N1"]
@@ -186,7 +191,7 @@ def test_every_sampler_honours_the_contract(sampler):
     assert summary.evaluated == n == len([t for t in trials if "duplicate_of" not in t.user_attrs])
     for t in trials:
         assert space.why_outside(ArchSpec.parse(t.user_attrs["spec"])) is None
-        assert set(t.constraints) == {"memory_kib<=1000"}
+        assert set(named_constraints(t)) == {"memory_kib<=1000"}
     front = pareto_front(summary.study)
     assert front.rows and all(r["memory_kib"] <= 1000 for r in front.rows)
 
@@ -199,9 +204,9 @@ def test_a_spec_that_does_not_fit_the_chip_is_recorded_not_trained():
                                 enqueue=["M1", "M0"]), fake)
     rows = {t.user_attrs["preset"]: t for t in summary.study.get_trials(states=(TrialState.COMPLETE,))}
     m1, m0 = rows["M1"], rows["M0"]
-    assert m1.constraints == {"feasible:Hexagon698": 1.0} and m1.user_attrs["feasible"] is False
+    assert named_constraints(m1) == {"feasible:Hexagon698": 1.0} and m1.user_attrs["feasible"] is False
     assert "Hexagon698" in m1.user_attrs["infeasible_reason"] and m1.values[0] == 0.0 and "acc" not in m1.user_attrs
-    assert m0.constraints == {"feasible:Hexagon698": 0.0} and m0.user_attrs["acc"] == m0.values[0] > 0
+    assert named_constraints(m0) == {"feasible:Hexagon698": 0.0} and m0.user_attrs["acc"] == m0.values[0] > 0
     assert [s.to_string() for s in fake.calls] == [m0.user_attrs["spec"]]
     assert m1.user_attrs["latency_Hexagon698_low"] <= m1.values[1] <= m1.user_attrs["latency_Hexagon698_high"]
     assert summary.study.metric_names == ["acc", "latency_Hexagon698"]

@@ -14,6 +14,8 @@ A checkpoint is one ``torch.save`` dict, written atomically and read back with `
     rng                      torch / CUDA / numpy / Python RNG states at the end of ``epoch``
     history, best, metrics   per-epoch records, the best epoch by selection balanced accuracy, final metrics
     data                     {"settings": DataSettings.to_dict() or null, "report": DataReport.to_dict()}
+    scales                   repopt block only: the gradient-mask scales (trials.repopt.Scales.to_dict(), the
+                             scales file's JSON body), so that resuming and exporting need no other file
 
 Version 1 files still load: their flat ``data`` entry (report plus ``val_ratio``, ``long_tail``, ``augment``,
 ``seed``, …) becomes settings and recipe fields, their flat ``loss``/``data_sampler``/``label_smoothing``
@@ -22,8 +24,15 @@ join the recipe, ``val_*`` history keys become ``selection_*``. A version-1 run 
 checkpoint carries a note saying so (:attr:`Checkpoint.notes`).
 
 Only plain containers, numbers, strings and tensors are stored, so ``torch.load(weights_only=True)``
-reads it without executing pickled code. No other module spells these keys: training builds a
-:class:`Checkpoint` and writes it; every reader calls :meth:`Checkpoint.read` once and passes the object on.
+reads it without executing pickled code; a file that holds anything else (pickled objects, code) is refused
+as such, not called damaged. No other module spells these keys: training builds a :class:`Checkpoint` and
+writes it; every reader calls :meth:`Checkpoint.read` once and passes the object on.
+
+A process killed while writing leaves its temp file (``.last.pt.<random>.tmp``, made by
+:func:`search_space.io.atomic_write`) beside the checkpoint. Its name does not say who wrote it, so its age
+does: a live writer writes and renames its temp within seconds, so one unchanged for
+:data:`STALE_TEMP_SECONDS` is an orphan, and :func:`remove_stale_temps` (called by :meth:`Checkpoint.write`
+and at the start of ``nas train``) removes it.
 """
 
 from __future__ import annotations
@@ -32,8 +41,11 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import random
-from collections.abc import Mapping
+import re
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -50,6 +62,7 @@ from trials.config import RESUME_FREE, TrainConfig
 from trials.data import DEFAULT_SELECTION_RATIO, DataSettings
 from trials.errors import TrainError
 from trials.folders import LAYOUT_FOLDERS
+from trials.repopt import Scales
 
 FORMAT = "repvgg-hwnas-checkpoint"
 VERSION = 2
@@ -60,6 +73,10 @@ MODEL_FORMS = ("train", "deploy")
 RENAMED_HISTORY_KEYS = {"val_top1": "selection_top1", "val_balanced_acc": "selection_balanced_acc"}
 #: A torch ``state_dict``: tensors in plain (possibly nested) containers.
 StateDict = dict[str, Any]
+#: A checkpoint temp file unchanged this long is an orphan of a killed writer (see the module notes).
+STALE_TEMP_SECONDS = 600
+#: ``.<name>.<8 random characters>.tmp``: the temp files :func:`search_space.io.atomic_write` makes.
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
 LEGACY_TEST_NOTE = ("this checkpoint predates the held-out test split: its test images were carved later from "
                     "images it may have trained on, so its test figures are optimistic")
 
@@ -141,7 +158,8 @@ class Checkpoint:
     ``data_report`` is the load's :class:`trials.data.DataReport` as a dict, and the recipe is
     ``config.recipe``. ``training`` is None in a model-only checkpoint (it can be evaluated and exported,
     not resumed). ``source`` and ``sha256`` describe the file it was read from (None when built in memory);
-    ``notes`` are caveats found when reading it (an old format), for the user.
+    ``notes`` are caveats found when reading it (an old format), for the user. ``scales`` are the repopt
+    block's gradient-mask scales (None for the other blocks).
     """
 
     spec: ArchSpec
@@ -160,6 +178,7 @@ class Checkpoint:
     source: Path | None = None
     sha256: str | None = None
     notes: tuple[str, ...] = ()
+    scales: Scales | None = None
 
     def __post_init__(self) -> None:
         if self.model_form not in MODEL_FORMS:
@@ -189,9 +208,16 @@ class Checkpoint:
                              "check that the file is readable") from exc
         try:
             state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, … for damaged files
-            reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-            raise TrainError(f"checkpoint {source} is truncated or corrupt ({reason})",
+        except pickle.UnpicklingError as exc:
+            code = _unsafe_content(exc)
+            if code is None:
+                raise TrainError(f"checkpoint {source} is truncated or corrupt ({_load_error(exc, raw)})",
+                                 "use another checkpoint (best.pt / last.pt) or train again") from exc
+            raise TrainError(f"refused checkpoint {source}: not a plain-weights checkpoint (it contains code: "
+                             f"{code})", "use a checkpoint written by nas train; a file that would run code is "
+                                         "never loaded") from exc
+        except Exception as exc:  # torch raises RuntimeError, EOFError, OSError, KeyError, … for damaged files
+            raise TrainError(f"checkpoint {source} is truncated or corrupt ({_load_error(exc, raw)})",
                              "use another checkpoint (best.pt / last.pt) or train again") from exc
         return cls._from_state(state, source, hashlib.sha256(raw).hexdigest())
 
@@ -215,22 +241,25 @@ class Checkpoint:
         resume_keys = [f.name for f in fields(TrainingState)]
         training = TrainingState(**{k: state[k] for k in resume_keys}) if all(k in state for k in resume_keys) else None
         history = [{RENAMED_HISTORY_KEYS.get(k, k): v for k, v in h.items()} for h in state.get("history") or []]
+        scales = Scales.from_dict(state["scales"], f"{source}") if state.get("scales") is not None else None
         metrics = state.get("metrics")
         if isinstance(metrics, Mapping):
             metrics = {RENAMED_HISTORY_KEYS.get(k, k): v for k, v in metrics.items()}
         return cls(spec, config, [str(c) for c in state["classes"]], state["model"],
                    model_form=state.get("model_form", "train"), epoch=int(state.get("epoch", 0)),
                    step=int(state.get("step", 0)), history=history, best=state.get("best"), metrics=metrics,
-                   data=settings, data_report=report, training=training, source=source, sha256=sha256, notes=notes)
+                   data=settings, data_report=report, training=training, source=source, sha256=sha256, notes=notes,
+                   scales=scales)
 
     def write(self, path: str | os.PathLike[str]) -> Path:
         """Write the checkpoint to ``path`` atomically (a complete file or none); return the path.
 
-        The parent folder is created if needed.
+        The parent folder is created if needed; orphaned temp files of ``path`` are removed first.
         """
         target = Path(path)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(target.parent, [target.name])
             with atomic_write(target, "wb") as handle:
                 torch.save(self._state(), handle)
         except OSError as exc:
@@ -248,6 +277,8 @@ class Checkpoint:
         }
         if self.training is not None:
             state.update({f.name: getattr(self.training, f.name) for f in fields(TrainingState)})
+        if self.scales is not None:
+            state["scales"] = self.scales.to_dict()
         return state
 
     def build_model(self, deploy: bool = False) -> RepVGG:
@@ -292,6 +323,9 @@ class Checkpoint:
             raise TrainError(f"cannot resume {self._name}: the training config differs ({detail})",
                              f"only {', '.join(free) or 'nothing'} may change when resuming; or use a new output "
                              "folder")
+        if spec.block == "repopt" and self.scales is None:
+            raise TrainError(f"cannot resume {self._name}: it trains the repopt block but records no scales",
+                             "train it again from the start")
         if config.epochs < self.epoch:
             raise TrainError(f"cannot resume {self._name}: it has {self.epoch} epochs done, the config asks for "
                              f"{config.epochs}", "epochs may only be extended")
@@ -303,6 +337,51 @@ class Checkpoint:
         if list(classes) != list(self.classes):
             raise TrainError(f"cannot resume {self._name}: the data's classes differ from the checkpoint's",
                              "resume on the same data")
+
+
+def _unsafe_content(exc: pickle.UnpicklingError) -> str | None:
+    """The global ``weights_only`` refused to call (``posix.system``, ``__main__.Model``): the file holds
+    code, not plain weights; None when the unpickling error is damage instead."""
+    found = re.search(r"\bGLOBAL ([\w.]+)", str(exc))
+    return found[1] if found else None
+
+
+def _load_error(exc: BaseException, raw: bytes) -> str:
+    """Why ``torch.load`` failed, in whole words: the first sentence of torch's (or its unpickler's) message,
+    or what the bytes are when that names nothing (``KeyError: '101'`` for a file that is not a torch file)."""
+    if not raw:
+        return "the file is empty"
+    if not raw.startswith((b"PK\x03\x04", b"\x80")):  # a zip archive (torch.save) or a legacy pickle
+        return "not a PyTorch file"
+    text = str(exc).split("WeightsUnpickler error:", 1)[-1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines or isinstance(exc, KeyError):
+        return type(exc).__name__
+    return lines[0].split(". ")[0].rstrip(".")
+
+
+def remove_stale_temps(folder: str | os.PathLike[str], names: Iterable[str],
+                       max_age: float = STALE_TEMP_SECONDS) -> list[Path]:
+    """Remove the orphaned temp files of ``names`` in ``folder`` (``.last.pt.<random>.tmp`` for ``last.pt``):
+    those unchanged for ``max_age`` seconds. Returns what was removed; a file that vanishes meanwhile is
+    skipped."""
+    wanted, removed = set(names), []
+    now = time.time()
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMP_NAME.match(entry.name)
+        if match is None or match["name"] not in wanted:
+            continue
+        try:
+            if entry.is_file() and now - entry.stat().st_mtime >= max_age:
+                entry.unlink()
+                removed.append(entry)
+        except OSError:
+            continue
+    return removed
 
 
 def _flat_config(config: TrainConfig) -> dict[str, Any]:

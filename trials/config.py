@@ -17,6 +17,8 @@ from trials.recipe import LOSSES as LOSSES
 from trials.recipe import TRAIN_FIELDS, Recipe
 
 LR_SCALINGS = ("none", "linear")
+#: ``TrainConfig.scales`` value that runs the RepOpt hyper-search stage instead of reading a scales file.
+SEARCH_SCALES = "search"
 #: Config fields that may differ when resuming: more epochs/steps, and where/how fast it runs.
 RESUME_FREE = ("epochs", "max_steps", "num_workers", "device")
 #: Field names of earlier versions, read from old checkpoints: old name -> current name.
@@ -48,6 +50,10 @@ class TrainConfig:
     device           auto | cpu | cuda | cuda:N (under torchrun: one GPU per LOCAL_RANK)
     max_steps        optional cap on optimizer steps (the schedule then spans the capped length)
     eval_batch_size  batch size for validation
+    scales           repopt block only: where the gradient-mask scales come from, ``search`` (the hyper-search
+                     stage on the training split, :mod:`trials.repopt`) or the path of a scales JSON file
+    hs_steps         repopt block only: optimizer steps of the hyper-search stage (None: a fifth of the run's
+                     epochs, step cap and warm-up; docs/repopt.md)
     """
 
     epochs: int = 30
@@ -67,6 +73,8 @@ class TrainConfig:
     device: str = "auto"
     max_steps: int | None = None
     eval_batch_size: int = 256
+    scales: str = SEARCH_SCALES
+    hs_steps: int | None = None
 
     def validate(self) -> None:
         """Raise :class:`TrainError` naming the first invalid field and what is allowed."""
@@ -80,6 +88,11 @@ class TrainConfig:
                 raise TrainError(f"{name} must be positive, got {value}")
         if self.max_steps is not None and self.max_steps < 1:
             raise TrainError(f"max_steps must be at least 1, got {self.max_steps}", "omit it for no cap")
+        if self.hs_steps is not None and self.hs_steps < 1:
+            raise TrainError(f"hs_steps must be at least 1, got {self.hs_steps}", "omit it for the default share")
+        if not isinstance(self.scales, str) or not self.scales.strip():
+            raise TrainError(f"scales must be {SEARCH_SCALES!r} or a file path, got {self.scales!r}",
+                             "let the hyper-search stage find the scales, or name a scales file")
         for name in ("momentum", "weight_decay", "warmup_epochs", "num_workers", "logit_adjust_tau"):
             if getattr(self, name) < 0:
                 raise TrainError(f"{name} must not be negative, got {getattr(self, name)}")

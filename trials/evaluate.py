@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from search_space.io import atomic_path
 from trials.errors import DataError
+from trials.progress import task
 
 MAX_LABELLED_CLASSES = 40  # the confusion plot names classes on its axes up to this many
 
@@ -83,7 +84,7 @@ def evaluate(
     model.eval()
     labels, predictions = [], []
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), task(f"evaluating {len(dataset):,} images", len(dataset)) as advance:  # type: ignore[arg-type]
             for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
                 logits = model(x.to(device))
                 if logits.shape[-1] != len(classes):
@@ -91,6 +92,7 @@ def evaluate(
                                     f"{len(classes)}", "evaluate on the data set the model was trained on")
                 predictions.append(logits.argmax(-1).cpu())
                 labels.append(torch.as_tensor(y))
+                advance(len(y))
     finally:
         model.train(was_training)
     y_true = torch.cat(labels).numpy().astype(np.int64)

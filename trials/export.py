@@ -9,6 +9,12 @@ and the best epoch was picked on: an optimistic figure, labelled as such). It me
 and writes ``model_card.json`` last. Every file is made in a staging folder and moved into place only
 when all checks pass, so a failed export leaves nothing behind that claims success.
 
+Staging folders are named ``.export-HOST-PID-<random>`` (``.train-…`` for the training ``nas export`` does):
+a process killed with ``kill -9`` leaves its folder, and the next export into the same folder removes it
+(:func:`remove_stale_staging`) once its owner is gone: a process of this host that no longer runs, or, when
+the owner cannot be checked (another host, a name from an older version), a folder unchanged for
+:data:`STALE_STAGING_SECONDS`.
+
 The stages and their card sections are in :mod:`trials.export_stages`; the card's fields, its reader
 and its schema check in :mod:`trials.model_card` (documented in ``docs/model_card.md``).
 """
@@ -18,7 +24,9 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -31,6 +39,7 @@ from search_space.io import atomic_write
 from search_space.model import reparameterize
 from trials import export_stages as stages
 from trials import int8_stage, onnx_export
+from trials.checkpoint import remove_stale_temps
 from trials.errors import ExportError
 from trials.model_card import CARD_NAME, CARD_SCHEMA_VERSION, ModelCard, sha256_file, validate_card
 
@@ -45,6 +54,12 @@ if TYPE_CHECKING:
 FP32_NAME = "model_fp32.onnx"
 INT8_NAME = "model_int8.onnx"
 TOOL_NAME = "repvgg-hwnas"
+#: A staging folder whose owner cannot be checked (another host, an older name), unchanged this long, is stale.
+STALE_STAGING_SECONDS = 24 * 3600
+#: This host, as staging folder names spell it.
+_HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
+#: ``.export-HOST-PID-<random>`` or ``.train-…``; older versions wrote ``.export-<random>``.
+_STAGING_NAME = re.compile(r"^\.(?:train|export)-(?:(?P<host>[A-Za-z0-9._]+)-(?P<pid>\d+)-)?[a-z0-9_]+$")
 
 
 @dataclass(frozen=True)
@@ -201,7 +216,7 @@ class _Staging:
     def __init__(self, out: Path) -> None:
         try:
             out.mkdir(parents=True, exist_ok=True)
-            self.dir = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+            self.dir = make_staging(out, "export")
         except OSError as exc:
             raise ExportError(f"cannot write to output folder {out}: {exc.strerror or exc}",
                               "give an output folder you can write to") from exc
@@ -245,3 +260,46 @@ class _Staging:
     def close(self) -> None:
         """Remove the staging folder and whatever is left in it."""
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def make_staging(out: Path, kind: str) -> Path:
+    """A new hidden folder ``out/.KIND-HOST-PID-<random>`` to build files in (``kind``: ``export`` or
+    ``train``); the stale staging folders of killed runs in ``out`` are removed first."""
+    remove_stale_staging(out)
+    return Path(tempfile.mkdtemp(prefix=f".{kind}-{_HOST}-{os.getpid()}-", dir=out))
+
+
+def remove_stale_staging(out: Path, max_age: float = STALE_STAGING_SECONDS) -> list[Path]:
+    """Remove the staging folders in ``out`` whose owner is gone (see the module notes), and the card's
+    orphaned temp files; returns the folders removed."""
+    removed: list[Path] = []
+    try:
+        entries = list(out.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _STAGING_NAME.match(entry.name)
+        if match is None or not entry.is_dir():
+            continue
+        try:
+            own_host = match["pid"] is not None and match["host"] == _HOST and os.name == "posix"
+            stale = (not _running(int(match["pid"])) if own_host
+                     else time.time() - entry.stat().st_mtime >= max_age)
+        except OSError:
+            continue
+        if stale:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    remove_stale_temps(out, [CARD_NAME])
+    return removed
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs (POSIX: signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True

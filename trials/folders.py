@@ -23,7 +23,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
+from trials import pixel_cache
 from trials.errors import DataError
+from trials.progress import task
 from trials.transforms import load_square
 
 LAYOUT_FOLDERS = "train/val folders"
@@ -126,8 +128,7 @@ def scan_images(path: str | os.PathLike[str]) -> FolderScan:
         files += [(p, remap[label]) for p, label in val_files]
         splits += ["val"] * len(val_files)
         ignored += val_ignored
-    with ThreadPoolExecutor(workers()) as pool:
-        probes = list(pool.map(_probe, [p for p, _ in files], chunksize=64))
+    probes = _headers([p for p, _ in files])
     images, skipped = [], []
     for (p, label), split, probe in zip(files, splits, probes):
         if isinstance(probe, str):
@@ -136,6 +137,22 @@ def scan_images(path: str | os.PathLike[str]) -> FolderScan:
             images.append(ImageInfo(p, label, split, *probe))
     root = Path(path).expanduser()
     return FolderScan(root, layout, classes, images, skipped, ignored, val_dir.name if val_dir else None)
+
+
+def _headers(paths: list[str]) -> list[pixel_cache.Header]:
+    """:func:`_probe` of every file, in threads, or from the cache when an earlier command read these files."""
+    key = pixel_cache.content_key(paths, "headers")
+    cached = pixel_cache.load_headers(key, len(paths)) if key else None
+    if cached is not None:
+        return cached
+    probes: list[pixel_cache.Header] = []
+    with ThreadPoolExecutor(workers()) as pool, task(f"reading {len(paths):,} image headers", len(paths)) as advance:
+        for probe in pool.map(_probe, paths, chunksize=64):
+            probes.append(probe)
+            advance(1)
+    if key:
+        pixel_cache.save_headers(key, probes)
+    return probes
 
 
 # -- sources: what load_data splits ------------------------------------------------------------------
@@ -182,23 +199,44 @@ def folder_source(path: str | os.PathLike[str]) -> Source:
 
 
 def decode(paths: list[str], needed: np.ndarray, size: int) -> tuple[torch.Tensor, np.ndarray, list[tuple[str, str]]]:
-    """Decode ``paths[needed]`` into one uint8 store; ``pos[i]`` is item i's row (−1: failed or unneeded)."""
-    store = np.empty((len(needed), size, size, 3), dtype=np.uint8)  # (N, S, S, 3): PIL's layout, no copy
-    failed: list[tuple[str, str]] = []
+    """Decode ``paths[needed]`` into one uint8 store; ``pos[i]`` is item i's row (−1: failed or unneeded).
+
+    The pixels of the same files (same paths, sizes and modification times) at the same size come from
+    the pixel cache when an earlier command decoded them (:mod:`trials.pixel_cache`).
+    """
+    files = [paths[i] for i in needed]
+    key = pixel_cache.content_key(files, f"pixels {size}")
+    cached = pixel_cache.load_pixels(key, len(files), size) if key else None
+    if cached is not None:
+        store, failed_rows = cached
+    else:
+        store, failed_rows = _decode_files(files, size)
+        if key:
+            pixel_cache.save_pixels(key, store, failed_rows)
     ok = np.ones(len(needed), dtype=bool)
+    ok[[row for row, _ in failed_rows]] = False
+    pos = np.full(len(paths), -1, dtype=np.int64)
+    pos[needed[ok]] = np.flatnonzero(ok)  # failed rows stay in the store, unreferenced
+    failed = sorted((files[row], reason) for row, reason in failed_rows)
+    return torch.from_numpy(store).permute(0, 3, 1, 2), pos, failed
+
+
+def _decode_files(files: list[str], size: int) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """``(store, failed)``: the uint8 squares ``(N, S, S, 3)`` (PIL's layout, no copy) of ``files``, decoded
+    in threads, and ``(row, reason)`` of those that could not be decoded."""
+    store = np.empty((len(files), size, size, 3), dtype=np.uint8)
+    failed: list[tuple[int, str]] = []
 
     def work(k: int) -> None:
         try:
-            store[k] = load_square(paths[needed[k]], size)
+            store[k] = load_square(files[k], size)
         except Exception as exc:  # a truncated or damaged file that passed the header check
-            ok[k] = False
-            failed.append((paths[needed[k]], f"cannot decode ({type(exc).__name__})"))
+            failed.append((k, f"cannot decode ({type(exc).__name__})"))
 
-    with ThreadPoolExecutor(workers()) as pool:
-        list(pool.map(work, range(len(needed)), chunksize=32))
-    pos = np.full(len(paths), -1, dtype=np.int64)
-    pos[needed[ok]] = np.flatnonzero(ok)  # failed rows stay in the store, unreferenced
-    return torch.from_numpy(store).permute(0, 3, 1, 2), pos, sorted(failed)
+    with ThreadPoolExecutor(workers()) as pool, task(f"decoding {len(files):,} images", len(files)) as advance:
+        for _ in pool.map(work, range(len(files)), chunksize=32):
+            advance(1)
+    return store, sorted(failed)
 
 
 def digits_arrays() -> tuple[np.ndarray, np.ndarray]:

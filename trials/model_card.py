@@ -41,7 +41,7 @@ CARD_FIELDS_V1: dict[str, tuple[tuple[type, ...], str]] = {
     "spec": ((str,), "canonical architecture spec string"),
     "spec_hash": ((str,), "12-hex-digit hash of the spec string"),
     "arch": ((dict,), "the spec as a dict (depths, widths, block, groups, resolution, num_classes)"),
-    "block": ((str,), "repvgg or qarepvgg"),
+    "block": ((str,), "repvgg, qarepvgg or repopt"),
     "classes": ((list,), "class names in logit order"),
     "cost.macs": ((int,), "multiply-accumulates of one image, deploy form"),
     "cost.params": ((int,), "deploy-form parameters"),

@@ -23,6 +23,7 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,14 +32,15 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from search_space.spec import ArchSpec
-from trials.checkpoint import rng_state, set_rng_state
+from trials.checkpoint import Checkpoint, rng_state, set_rng_state
 from trials.config import TrainConfig
 from trials.distributed import dataset_labels, torch_threads
 from trials.errors import TrainError
 from trials.evaluate import result_from_predictions
 from trials.longtail import cap_per_class, shape_subset
 from trials.recipe import Recipe
-from trials.train import data_resolution, train
+from trials.repopt import within_budget
+from trials.train import data_resolution, planned_steps, train
 
 if TYPE_CHECKING:
     from trials.data import DataBundle
@@ -57,7 +59,8 @@ class ProxyBudget:
     Short budgets favour shallow nets; 6 epochs at lr 0.1 separated them better than 4 at 0.05.
 
     epochs               passes over the subset …
-    max_steps            … but never more optimizer steps than this (bounds the cost of big specs and big sets)
+    max_steps            … but never more optimizer steps than this (bounds the cost of big specs and big sets);
+                         None: no cap (the epochs over ``train_images`` bound it: multi-fidelity rungs)
     train_images         about this many training images, the class-count shape kept (the smallest class
                          keeps at least 5 when it has them, so a long tail may add a few); None: all of them
     selection_per_class  selection images scored per class (a stratified choice with seed
@@ -71,7 +74,7 @@ class ProxyBudget:
     """
 
     epochs: int = 6
-    max_steps: int = 120
+    max_steps: int | None = 120
     train_images: int | None = 1000
     selection_per_class: int | None = 50
     batch_size: int = 32
@@ -87,7 +90,7 @@ class ProxyBudget:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise TrainError(f"proxy {name} must be at least 1, got {value}", "or None to keep every image")
-        if self.epochs < 1 or self.max_steps < 1 or self.batch_size < 1:
+        if self.epochs < 1 or (self.max_steps is not None and self.max_steps < 1) or self.batch_size < 1:
             raise TrainError("proxy epochs, max_steps and batch_size must be at least 1")
 
 
@@ -123,7 +126,11 @@ class ProxyConfig:
 @dataclass(frozen=True)
 class ProxyResult:
     """Final-epoch selection accuracy of a proxy run, what the run cost, and every scored image's label and
-    predicted class (in the same order for every proxy seed on the same data and budget)."""
+    predicted class (in the same order for every proxy seed on the same data and budget).
+
+    ``epochs`` and ``steps`` are where the run stands (counted from its start, continuations included);
+    ``start_epoch`` and ``start_step`` where this call took it up (0 unless it continued a rung checkpoint,
+    :mod:`trials.rungs`), so this call trained ``epochs - start_epoch`` epochs in ``wall_s`` seconds."""
 
     top1: float
     balanced_acc: float
@@ -135,6 +142,8 @@ class ProxyResult:
     selection_images: int = 0
     selection_labels: tuple[int, ...] = field(default=(), repr=False)
     selection_predictions: tuple[int, ...] = field(default=(), repr=False)
+    start_epoch: int = 0
+    start_step: int = 0
 
 
 @dataclass
@@ -248,6 +257,12 @@ def proxy_accuracy(spec: ArchSpec, data: DataBundle | None = None, config: Proxy
     """
     config = config or ProxyConfig()
     config.validate()
+    return proxy_run(spec, proxy_bundle(spec, data), config)
+
+
+def proxy_bundle(spec: ArchSpec, data: DataBundle | None) -> DataBundle:
+    """``data``, or the embedded digits at the spec's resolution for None (loaded once per resolution); a
+    bundle at another resolution than the spec's is a :class:`TrainError`."""
     if data is None:
         if spec.resolution not in _EMBEDDED:
             _EMBEDDED[spec.resolution] = embedded_data(spec.resolution)
@@ -256,19 +271,34 @@ def proxy_accuracy(spec: ArchSpec, data: DataBundle | None = None, config: Proxy
     if resolution != spec.resolution:
         raise TrainError(f"the data is loaded at {resolution} px but the spec runs at {spec.resolution} px",
                          "load the data at the spec's resolution: the proxy trains where the spec will run")
+    return data
+
+
+def proxy_run(spec: ArchSpec, data: DataBundle, config: ProxyConfig, *, stop_after_epoch: int | None = None,
+              out_dir: Path | None = None, resume: Checkpoint | None = None) -> ProxyResult:
+    """The one path of a proxy run (a validated ``config``, ``data`` from :func:`proxy_bundle`): train on the
+    proxy subset, on the schedule of ``config.budget.epochs``, continuing ``resume`` (a checkpoint in
+    ``out_dir``) if given and stopping after ``stop_after_epoch`` epochs if given, then score the selection
+    split. With ``out_dir`` the run's checkpoint is written there every epoch (:func:`trials.train.train`)."""
     recipe = proxy_recipe(data, config)
     start = time.perf_counter()
     with torch_threads(config.budget.threads), kept_rng():
         subset = proxy_data(data, config)
-        result = train(spec.replace(num_classes=len(subset.classes)), subset, config.train_config(recipe))
+        run_config = config.train_config(recipe)
+        if spec.block == "repopt":  # its hyper-search stage comes out of the same step budget
+            run_config = within_budget(run_config, planned_steps(subset, run_config))
+        result = train(spec.replace(num_classes=len(subset.classes)), subset, run_config,
+                       out_dir=out_dir, resume=resume if resume is not None else False,
+                       stop_after_epoch=stop_after_epoch)
         labels, predicted = predictions(result.model, subset.selection)
     scores = result_from_predictions(labels, predicted, subset.classes)  # = the final epoch's selection figures
     m = result.metrics
     return ProxyResult(
         top1=scores.top1, balanced_acc=scores.balanced_acc, wall_s=time.perf_counter() - start,
-        epochs=int(m["epochs"]), train_images=len(subset.train), resolution=resolution, steps=int(m["steps"]),
-        selection_images=len(subset.selection), selection_labels=tuple(labels.tolist()),
+        epochs=int(m["epochs"]), train_images=len(subset.train), resolution=subset.resolution,
+        steps=int(m["steps"]), selection_images=len(subset.selection), selection_labels=tuple(labels.tolist()),
         selection_predictions=tuple(predicted.tolist()),
+        start_epoch=resume.epoch if resume is not None else 0, start_step=resume.step if resume is not None else 0,
     )
 
 

@@ -42,6 +42,7 @@ from trials.distributed import (
 )
 from trials.errors import TrainError
 from trials.losses import build_loss
+from trials.repopt import Scales, build_hs_model, hs_config, init_from_scales, masked_sgd, scales_for_config
 
 if TYPE_CHECKING:
     from trials.data import DataBundle, DataSettings
@@ -55,6 +56,7 @@ class TrainResult:
     metrics: dict[str, Any]
     checkpoint: Path | None
     history: list[dict[str, Any]] = field(default_factory=list)
+    scales: Scales | None = None  # the repopt block's gradient-mask scales (None for the other blocks)
 
 
 # -- pieces ------------------------------------------------------------------------------------------
@@ -146,6 +148,8 @@ def train(
     out_dir: str | Path | None = None,
     resume: bool | Checkpoint = False,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    stop_after_epoch: int | None = None,
 ) -> TrainResult:
     """Train ``build_model(spec)`` on ``data`` (a DataBundle) with ``config``; see the module docstring.
 
@@ -154,7 +158,8 @@ def train(
     metrics at ``epoch``). ``resume=True`` continues from ``out_dir/last.pt``; a :class:`Checkpoint` already
     read from there continues without reading the file again (the data settings must not have changed).
     Checkpoints record the bundle's ``settings`` and report, so that evaluation and export reload the
-    same splits.
+    same splits. ``stop_after_epoch`` stops once that many epochs are done, on the schedule of the full
+    ``config.epochs`` (a later resume continues it exactly: how successive halving climbs a rung).
     """
     config = config or TrainConfig()
     config.validate()
@@ -176,7 +181,7 @@ def train(
         if resume is not False and last_path is not None:
             previous = resume if isinstance(resume, Checkpoint) else Checkpoint.read(last_path)
             previous.check_resume(spec, config, list(data.classes), data=settings)
-        return _train(spec, data, config, out, previous, on_progress, ctx)
+        return _train(spec, data, config, out, previous, on_progress, ctx, stop_after_epoch)
     finally:
         shutdown(ctx)
 
@@ -199,6 +204,7 @@ class _Run:
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] = field(default_factory=lambda: {"epoch": 0, "balanced_acc": -1.0, "top1": 0.0})
+    scales: Scales | None = None  # the repopt block's gradient-mask scales (None for the other blocks)
 
     def restore(self, previous: Checkpoint) -> None:
         """Continue where ``previous`` stopped: weights, optimizer, schedule, scaler, loss, RNG, progress."""
@@ -221,29 +227,83 @@ class _Run:
         return Checkpoint(spec, config, list(data.classes), self.model.state_dict(), epoch=self.epoch,
                           step=self.step, history=self.history, best=self.best, metrics=self.history[-1],
                           data=getattr(data, "settings", None), data_report=report.to_dict() if report else {},
-                          training=training)
+                          training=training, scales=self.scales)
 
 
-def _setup(spec: ArchSpec, data: DataBundle, config: TrainConfig, ctx: DistContext) -> _Run:
-    """Seed, then build model, optimizer, loader, per-step schedule, scaler and loss (in this order)."""
+def _setup(spec: ArchSpec, data: DataBundle, config: TrainConfig, ctx: DistContext, scales: Scales | None = None,
+           build: Callable[[ArchSpec], nn.Module] | None = None) -> _Run:
+    """Seed, then build model, optimizer, loader, per-step schedule, scaler and loss (in this order); with
+    ``scales`` (the repopt block) the model starts from them and the optimizer masks its gradients; ``build``
+    replaces :func:`~search_space.model.build_model` (the hyper-search stage's model)."""
     seed_everything(config.seed)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    model = build_model(spec).to(ctx.device).to(memory_format=memory_format)
+    model = (build or build_model)(spec).to(ctx.device).to(memory_format=memory_format)
     lr = config.effective_lr(ctx.world_size)
-    optimizer = torch.optim.SGD(param_groups(model, config.weight_decay), lr=lr, momentum=config.momentum,
-                                nesterov=config.nesterov)
+    groups = param_groups(model, config.weight_decay)
+    if scales is None:
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=config.momentum,
+                                                           nesterov=config.nesterov)
+    else:
+        init_from_scales(model, scales)
+        optimizer = masked_sgd(model, scales, groups, lr, config.momentum, config.nesterov)
     loader, sampler, _ = _make_loader(data, config, ctx)
     steps_per_epoch = len(loader)
-    total_steps = config.epochs * steps_per_epoch
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
+    total_steps = _total_steps(config, steps_per_epoch)
     warmup_steps = min(round(config.warmup_epochs * steps_per_epoch), total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total_steps, warmup_steps))  # a plain function: not saved
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp)
     criterion = build_loss(config.recipe.loss, data.train_counts, config.recipe.label_smoothing,
                            tau=config.logit_adjust_tau).to(ctx.device)
-    return _Run(model, optimizer, scheduler, scaler, criterion, loader, sampler, total_steps, lr, memory_format)
+    return _Run(model, optimizer, scheduler, scaler, criterion, loader, sampler, total_steps, lr, memory_format,
+                scales=scales)
+
+
+def _total_steps(config: TrainConfig, steps_per_epoch: int) -> int:
+    """Optimizer steps of a run: epochs × batches per epoch, capped at ``max_steps``."""
+    total = config.epochs * steps_per_epoch
+    return total if config.max_steps is None else min(total, config.max_steps)
+
+
+def planned_steps(data: DataBundle, config: TrainConfig) -> int:
+    """Optimizer steps a single-process run of ``config`` on ``data`` takes (how the proxy sizes a budget)."""
+    loader, _, _ = _make_loader(data, config, DistContext())
+    return _total_steps(config, len(loader))
+
+
+def _wrap(model: nn.Module, ctx: DistContext) -> nn.Module:
+    """``model`` as the training step calls it: itself, or data-parallel under torchrun."""
+    if not ctx.distributed:
+        return model
+    return DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+
+
+def _scales(spec: ArchSpec, data: DataBundle, config: TrainConfig, ctx: DistContext,
+            previous: Checkpoint | None) -> Scales | None:
+    """The repopt block's scales (None for the other blocks): the checkpoint's when resuming, else the scales
+    file's, else found by the hyper-search stage on the training split."""
+    if spec.block != "repopt":
+        scales_for_config(config, spec)  # a scales file for another block is an error
+        return None
+    if previous is not None:  # the scales file need not exist any more
+        return previous.scales
+    return scales_for_config(config, spec) or _hyper_search(spec, data, config, ctx)
+
+
+def _hyper_search(spec: ArchSpec, data: DataBundle, config: TrainConfig, ctx: DistContext) -> Scales:
+    """Train the hyper-search model at its budget (:func:`trials.repopt.hs_config`; no evaluation, no
+    checkpoint) and keep its scales."""
+    start = time.perf_counter()
+    hs = hs_config(config)
+    run = _setup(spec, data, hs, ctx, build=build_hs_model)
+    net = _wrap(run.model, ctx)
+    while run.epoch < hs.epochs and run.step < run.total_steps:
+        _train_epoch(run, net, hs, ctx, lambda _info: None)
+        run.epoch += 1
+    found_by = {"kind": "search", "steps": run.step, "epochs": run.epoch, "batch_size": hs.batch_size,
+                "world_size": ctx.world_size, "train_images": len(data.train), "seed": hs.seed,
+                "wall_s": round(time.perf_counter() - start, 3)}
+    return Scales.from_model(run.model, spec, found_by)
 
 
 def _train(
@@ -254,21 +314,22 @@ def _train(
     previous: Checkpoint | None,
     on_progress: Callable[[dict[str, Any]], None] | None,
     ctx: DistContext,
+    stop_after_epoch: int | None = None,
 ) -> TrainResult:
     start = time.perf_counter()
-    run = _setup(spec, data, config, ctx)
+    run = _setup(spec, data, config, ctx, _scales(spec, data, config, ctx, previous))
     if previous is not None:
         run.restore(previous)
-    net: nn.Module = run.model
-    if ctx.distributed:
-        device = ctx.device
-        net = DistributedDataParallel(run.model, device_ids=[device.index] if device.type == "cuda" else None)
+    net = _wrap(run.model, ctx)
     emit = on_progress if (on_progress is not None and ctx.is_main) else (lambda _info: None)
+    if run.scales is not None:
+        emit({"event": "scales", **run.scales.describe()})
     emit({"event": "start", "epoch": run.epoch, "epochs": config.epochs, "step": run.step,
           "total_steps": run.total_steps, "effective_lr": run.lr, "world_size": ctx.world_size,
           "device": str(ctx.device)})
     best_path = out / "best.pt" if out else None
-    while run.epoch < config.epochs and run.step < run.total_steps:
+    stop = config.epochs if stop_after_epoch is None else min(stop_after_epoch, config.epochs)
+    while run.epoch < stop and run.step < run.total_steps:
         train_loss, images_per_s = _train_epoch(run, net, config, ctx, emit)
         top1, bal = evaluate_distributed(run.model, data.selection, data.classes, config.eval_batch_size, ctx)
         run.epoch += 1
@@ -288,7 +349,7 @@ def _train(
         emit({"event": "epoch", **record, "epochs": config.epochs, "total_steps": run.total_steps})
     run.model.eval()
     checkpoint = best_path if best_path is not None and best_path.exists() else None
-    return TrainResult(run.model, _final_metrics(run, spec, data, ctx, start), checkpoint, run.history)
+    return TrainResult(run.model, _final_metrics(run, spec, data, ctx, start), checkpoint, run.history, run.scales)
 
 
 def _train_epoch(
@@ -344,4 +405,5 @@ def _final_metrics(run: _Run, spec: ArchSpec, data: DataBundle, ctx: DistContext
         "world_size": ctx.world_size, "train_images": len(data.train),
         "selection_images": len(data.selection),
         "wall_s": time.perf_counter() - start,
+        **({"scales": run.scales.describe()} if run.scales is not None else {}),
     }

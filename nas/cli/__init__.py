@@ -14,12 +14,13 @@ from collections.abc import Sequence
 from rich.markup import escape
 
 from nas import __version__
-from nas.cli import arch, data, export, hw, search, train
-from nas.cli._common import stderr
+from nas.cli import arch, data, export, hw, pareto, search, train
+from nas.cli._common import library_progress, stderr, warnings_as_lines
+from nas.progress import show_library_progress
 from search_space.errors import NasError
 
 #: Subcommand modules; each has ``register(subparsers)`` and sets ``func`` on its parsers.
-COMMANDS = [arch, hw, data, train, search, export]
+COMMANDS = [arch, hw, data, train, search, pareto, export]
 
 EPILOG = """examples:
   nas arch table                         the seed's model-analysis table (true MACs beside its FLOPs)
@@ -52,7 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     debug = args.debug or os.environ.get("NAS_DEBUG") == "1"
     try:
-        return int(args.func(args) or 0)
+        # bars for decoding, header scans, evaluation; warnings as one line each
+        with show_library_progress(library_progress), warnings_as_lines():
+            return int(args.func(args) or 0)
     except NasError as exc:
         if debug:
             raise

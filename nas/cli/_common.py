@@ -9,10 +9,12 @@ import io
 import json
 import math
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -74,6 +76,20 @@ def message(text: str) -> None:
     stderr.print(text)
 
 
+@contextlib.contextmanager
+def warnings_as_lines() -> Iterator[None]:
+    """While a command runs, show each Python warning as one line on stderr (``warning: …``), without the
+    file name and source line Python prints."""
+
+    def show(text: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        message(f"[yellow]warning:[/] {escape(' '.join(str(text).split()))}")
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -133,23 +149,39 @@ def emit(
             console.print(f"{k}: {_cell(v)}")
 
 
+_live: list[Progress] = []  # the bar display on screen, if any: a bar opened meanwhile joins it as a new line
+
+
 @contextlib.contextmanager
-def progress(description: str, total: int | None) -> Iterator[Any]:
+def progress(description: str, total: int | None, transient: bool = False) -> Iterator[Any]:
     """A rich progress bar on stderr when it is a terminal; otherwise a silent stand-in.
 
-    Yields a callable ``advance(n=1, description=None)``.
+    Yields a callable ``advance(n=1, description=None)``. A bar opened while another is shown (data loaded
+    during a search) becomes a second line of the same display; ``transient`` bars vanish when done.
     """
     if not sys.stderr.isatty():
         yield lambda n=1, description=None: None
         return
-    bar = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=stderr, transient=False,
-    )
-    with bar:
+    with contextlib.ExitStack() as stack:
+        if not _live:
+            bar = stack.enter_context(Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), TimeRemainingColumn(), console=stderr, transient=transient,
+            ))
+            _live.append(bar)
+            stack.callback(_live.pop)
+        bar = _live[0]
         task = bar.add_task(description, total=total)
+        if transient:
+            stack.callback(bar.remove_task, task)
 
         def advance(n: int = 1, description: str | None = None) -> None:
             bar.update(task, advance=n, **({"description": description} if description else {}))
 
         yield advance
+
+
+def library_progress(description: str, total: int) -> contextlib.AbstractContextManager[Any]:
+    """How the ``nas`` command shows the library's long steps (decoding, header scans, evaluation): a
+    transient bar on a terminal (see :mod:`nas.progress`)."""
+    return progress(description, total, transient=True)

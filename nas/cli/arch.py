@@ -6,7 +6,7 @@ import argparse
 
 from nas.arch import arch_table, memory_strategy, preset_rows
 from nas.cli._common import add_format, emit
-from search_space import SEED_ROWS, analyze, resolve_arch
+from search_space import BLOCK_TYPES, SEED_ROWS, analyze, resolve_arch
 
 LEGACY_NOTE = (
     "legacy_flops reproduces the seed's 'Flops' column: thop 0.1.x on an unbatched (3,H,W) input reads the "
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("arch", metavar="SPEC|PRESET", help="a preset name (A0, N3, …) or a spec string")
     p.add_argument("--resolution", type=int, help="input resolution in px (presets default to 224)")
     p.add_argument("--classes", type=int, help="number of classes (presets default to 1000)")
-    p.add_argument("--block", choices=["repvgg", "qarepvgg"], help="override the block type")
+    p.add_argument("--block", choices=BLOCK_TYPES, help="override the block type")
     p.add_argument("--memory", default="int8", choices=["int8", "fp16"],
                    help="data widths for on-chip memory: int8 (the seed's) or fp16")
     add_format(p)

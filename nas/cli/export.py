@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from typing import Any
 
-from nas.cli._common import add_format, add_renamed, emit, message
+from nas.cli._common import add_format, add_renamed, emit, message, progress
 from nas.cli.options import (
     add_data_options,
     add_optimization_options,
@@ -18,6 +19,7 @@ from nas.cli.options import (
 )
 from nas.objectives import Limits
 from nas.pareto import PARETO_PICKS
+from search_space import BLOCK_TYPES
 
 EPILOG = """examples:
   nas export --arch N1 --resolution 32 --epochs 30 --out export/n1
@@ -62,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--checkpoint", metavar="FILE", help="a trained checkpoint (last.pt/best.pt of nas train): "
                                                             "export it without training")
     what.add_argument("--resolution", type=int, help="input px for --arch (presets default to 224)")
-    what.add_argument("--block", choices=["repvgg", "qarepvgg"], help="override the block type of --arch")
+    what.add_argument("--block", choices=BLOCK_TYPES, help="override the block type of --arch")
     add_study_options(what)
     what.add_argument("--pick", choices=PARETO_PICKS, default="all",
                       help="with --pareto: all front trials (default), the knee, or best-acc-under --under")
@@ -99,11 +101,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_export)
 
 
-def _on_progress(info: dict[str, Any]) -> None:
-    if info.get("event") == "epoch":
-        message(f"  epoch {info['epoch']}/{info['epochs']}: loss {info['train_loss']:.3f}, "
-                f"selection top-1 {info['selection_top1']:.3f}, balanced {info['selection_balanced_acc']:.3f} "
-                f"({info['wall_s']:.0f} s)")
+class _TrainingProgress(contextlib.ExitStack):
+    """Epoch lines on stderr and, on a terminal, a bar over each model's training steps (a new bar per model
+    with --pareto); leaving the block closes the bar, also when an export fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.advance: Any = None
+
+    def __call__(self, info: dict[str, Any]) -> None:
+        kind = info.get("event")
+        if kind == "start":
+            self.close()  # the previous model's bar
+            self.advance = self.enter_context(progress("training", info["total_steps"] - info["step"]))
+        elif kind == "step" and self.advance is not None:
+            self.advance(1, description=f"epoch {info['epoch']}/{info['epochs']}  loss {info['loss']:.3f}")
+        elif kind == "epoch":
+            message(f"  epoch {info['epoch']}/{info['epochs']}: loss {info['train_loss']:.3f}, "
+                    f"selection top-1 {info['selection_top1']:.3f}, balanced {info['selection_balanced_acc']:.3f} "
+                    f"({info['wall_s']:.0f} s)")
 
 
 def _usage(text: str) -> int:
@@ -113,6 +129,11 @@ def _usage(text: str) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Run ``nas export``; exit 1 when any export failed (nothing of it is left behind)."""
+    with _TrainingProgress() as on_progress:
+        return _export(args, on_progress)
+
+
+def _export(args: argparse.Namespace, on_progress: _TrainingProgress) -> int:
     from nas.deploy import ExportOptions, export_arch, export_pareto, export_trial
     from nas.runs import set_torch_threads
 
@@ -127,7 +148,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                             int8_budget=args.int8_budget, int8_metric=args.int8_metric,
                             ort_threads=args.ort_threads, tables=args.tables)
     common = {"data": data_overrides(args), "recipe": recipe_overrides(args), "config": config_overrides(args),
-              "options": options, "on_progress": _on_progress, "on_step": lambda text: message(f"[dim]{text}[/]")}
+              "options": options, "on_progress": on_progress, "on_step": lambda text: message(f"[dim]{text}[/]")}
     if args.pareto:
         limits = Limits.parse(max_memory=args.max_memory) if args.max_memory else None
         under = Limits.parse(args.under, args.max_memory) if args.pick == "best-acc-under" else None

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 
 from nas.cli._common import add_renamed
+from nas.fidelity import DEFAULT_ETA, DEFAULT_RUNGS, FidelityConfig, parse_rungs
+from nas.objectives import Limits
 from nas.runs import DATA_SAMPLERS, LOSSES  # torch-free: `nas --help` stays fast
 from nas.space import SearchSpace, space_from_options
 from nas.storage import DEFAULT_STORAGE
@@ -95,6 +97,12 @@ def add_optimization_options(g: argparse._ActionsContainer) -> None:
     g.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum")
     g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (quick checks)")
     g.add_argument("--seed", type=int, help="seeds the splits, initialization, batch order and augmentation (0)")
+    g.add_argument("--scales", metavar="FILE|search",
+                   help="repopt block only: the gradient-mask scales, a scales JSON file (e.g. from an earlier run's "
+                        "scales.json) or 'search' to find them on the training split first (default search)")
+    g.add_argument("--hs-steps", type=int, metavar="N",
+                   help="repopt block only: steps of that scale search (default: a fifth of the run's budget); more "
+                        "steps give steadier scales")
 
 
 def add_runtime_options(g: argparse._ActionsContainer) -> None:
@@ -127,8 +135,34 @@ def config_overrides(args: argparse.Namespace) -> dict[str, object]:
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "lr_scaling": args.lr_scaling,
         "warmup_epochs": args.warmup_epochs, "weight_decay": args.weight_decay, "nesterov": args.nesterov,
         "max_steps": args.max_steps, "seed": args.seed, "device": args.device, "amp": args.amp,
-        "channels_last": args.channels_last, "num_workers": args.workers,
+        "channels_last": args.channels_last, "num_workers": args.workers, "scales": args.scales,
+        "hs_steps": args.hs_steps,
     }
+
+
+def add_fidelity_options(g: argparse._ActionsContainer) -> None:
+    """Multi-fidelity search: successive halving over rungs of the proxy (:mod:`nas.fidelity`)."""
+    g.add_argument("--fidelity", action="store_true",
+                   help="train every spec for the first rung only and continue the best 1/eta at each rung from "
+                        "their checkpoints (successive halving with Pareto promotion): use it when one short proxy "
+                        "budget cannot rank the space; the top rung is the proxy's full budget")
+    g.add_argument("--rungs", metavar="E1,E2,...",
+                   help=f"proxy epochs at each rung, increasing (default {','.join(map(str, DEFAULT_RUNGS))}); "
+                        "the last replaces --proxy-epochs; implies --fidelity")
+    g.add_argument("--eta", type=float, metavar="ETA",
+                   help=f"each rung promotes its best 1/ETA to the next (default {DEFAULT_ETA:g}); implies --fidelity")
+    g.add_argument("--rung-dir", metavar="DIR",
+                   help="folder for the checkpoints between rungs (default: next to a SQLite storage, nas.db -> "
+                        "nas.rungs/); needed with a database server: a folder every worker reaches (a worker that "
+                        "cannot see a checkpoint retrains the spec from scratch); implies --fidelity")
+
+
+def fidelity_config(args: argparse.Namespace) -> FidelityConfig | None:
+    """The :class:`~nas.fidelity.FidelityConfig` of the flags of :func:`add_fidelity_options` (None: off)."""
+    if not (args.fidelity or args.rungs or args.eta is not None or args.rung_dir):
+        return None
+    rungs = parse_rungs(args.rungs) if args.rungs else DEFAULT_RUNGS
+    return FidelityConfig(rungs, DEFAULT_ETA if args.eta is None else args.eta, args.rung_dir)
 
 
 def add_space_options(p: argparse.ArgumentParser, title: str) -> None:
@@ -145,3 +179,28 @@ def add_space_options(p: argparse.ArgumentParser, title: str) -> None:
 def space_of(args: argparse.Namespace) -> SearchSpace:
     """The space the flags of :func:`add_space_options` describe (the default search space, overridden)."""
     return space_from_options(args.space, args.depths, args.widths, args.blocks, args.groups, args.resolution)
+
+
+def add_limit_options(p: argparse.ArgumentParser, *, search: bool) -> None:
+    """The limits on latency, memory, parameters and MACs: constraints of ``nas search`` (``search``), filters
+    of the front in ``nas pareto``."""
+    verb = "constraint (trials over it are infeasible, never trained)" if search else "filter the front"
+    p.add_argument("--max-latency", action="append", default=[], metavar="TARGET=MS",
+                   help=f"predicted latency limit on a hardware target; repeatable; {verb}")
+    p.add_argument("--max-memory", metavar="KIB", help=f"peak on-chip memory limit in KiB; {verb}")
+    p.add_argument("--max-params", metavar="N", help=f"parameter limit (5M = 5e6); {verb}")
+    p.add_argument("--max-macs", metavar="N", help=f"MAC limit (300M = 3e8); {verb}")
+
+
+def limits_of(args: argparse.Namespace, min_acc: bool = False) -> Limits:
+    """The :class:`~nas.objectives.Limits` of the flags of :func:`add_limit_options` (and ``--min-acc``)."""
+    return Limits.parse(args.max_latency, args.max_memory, args.max_params, args.max_macs,
+                        args.min_acc if min_acc else None)
+
+
+def add_storage_options(p: argparse.ArgumentParser, study_help: str) -> None:
+    """The storage a search writes and ``nas pareto`` reads (``--storage``), and the study in it."""
+    p.add_argument("--storage", default=DEFAULT_STORAGE,
+                   help="Optuna storage URL: sqlite:///FILE for one machine, postgresql://user@host/db for "
+                        f"many, :memory: for a throw-away run (default {DEFAULT_STORAGE})")
+    p.add_argument("--study", help=study_help)

@@ -9,6 +9,7 @@ from typing import Any
 
 from nas.cli import options  # the flag groups nas train shares with nas search and nas export
 from nas.cli._common import add_format, add_renamed, emit, message, progress
+from search_space import BLOCK_TYPES
 
 EPILOG = """examples:
   nas train --arch repvgg_d1-1-1-1_w0.25-0.25-0.25-0.25_r32 --out runs/digits --epochs 10
@@ -18,6 +19,9 @@ EPILOG = """examples:
   nas train --trial 7 --study acc-latency_T4 --out runs/t7 --epochs 60
                                           trial 7's spec, on the data and with the recipe the search used
   nas train --out runs/a0 --resume --epochs 240       continue (and extend) an interrupted run
+  nas train --arch RepOpt-A0-hs --resolution 112 --data DIR --out runs/repopt --epochs 120
+                                          RepOpt-VGG: scales searched on DIR first, then the plain model
+                                          trained with gradient masks; OUT/scales.json is reusable (--scales)
   torchrun --nproc_per_node 4 -m nas train --arch A0 --resolution 112 --data DIR --out runs/a0-ddp
                                           data-parallel on 4 GPUs (gloo on CPU); --batch-size is per process
 
@@ -46,6 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "--workers and --device may change)")
     g = p.add_argument_group("architecture and data")
     g.add_argument("--resolution", type=int, help="input size in px (presets: 224; the seed used 112; >= 32)")
+    g.add_argument("--block", choices=BLOCK_TYPES,
+                   help="override the block type of --arch (repopt: a plain VGG trained with gradient masks)")
     g.add_argument("--classes-from-data", action="store_true",
                    help="let a spec string with its own class count (_cN) take the data's count instead")
     options.add_data_options(g)
@@ -81,6 +87,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             elif kind == "step":
                 bar["advance"](1, description=f"epoch {event['epoch']}/{event['epochs']}  loss {event['loss']:.3f}  "
                                               f"{event['images_per_s']:.0f} img/s")
+            elif kind == "scales":
+                origin = (f"file {event['file']}" if event.get("file")
+                          else f"hyper-search stage, {event['found_by'].get('steps')} steps")
+                say(f"repopt scales {event['sha256'][:12]} ({origin})")
             elif kind == "epoch":
                 say(f"epoch {event['epoch']}/{event['epochs']}: loss {event['train_loss']:.4f}, selection top-1 "
                     f"{event['selection_top1']:.2%}, balanced {event['selection_balanced_acc']:.2%}, "
@@ -89,7 +99,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         common: dict[str, Any] = {
             "data": options.data_overrides(args), "recipe": options.recipe_overrides(args),
             "config": options.config_overrides(args),
-            "resolution": args.resolution, "classes_from_data": args.classes_from_data,
+            "resolution": args.resolution, "block": args.block, "classes_from_data": args.classes_from_data,
             "on_progress": on_progress, "on_note": say}
         if args.trial is not None:
             run = train_trial(args.trial, args.out, study=args.study, storage=args.storage, **common)
