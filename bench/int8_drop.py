@@ -1,17 +1,20 @@
-"""Benchmark: how much accuracy int8 post-training quantization costs, RepVGG vs QARepVGG blocks.
+"""Benchmark: how much accuracy int8 post-training quantization costs, RepVGG vs QARepVGG vs RepOpt-VGG blocks.
 
     .venv/bin/python bench/int8_drop.py              # 3 specs × 2 blocks, seed 0: ~16 min (958 s)
     .venv/bin/python bench/int8_drop.py --specs repvgg_d2-4-14-1_w0.75-0.75-0.75-1_g1_r64 --seeds 0 1
                                                      # + seed 1 of the widest pair (resumes): ~11 min
     .venv/bin/python bench/int8_drop.py --epochs 1 --specs repvgg_d1-1-1-1_w0.25-0.25-0.25-0.25_g1_r64 \\
         --csv /tmp/int8_smoke.csv --out /tmp/int8_smoke.json            # smoke run, a few minutes
+    .venv/bin/python bench/int8_drop.py --blocks repopt  # only the RepOpt rows (the others come from the JSON)
 
 Data: the 10 largest classes of Caltech-101 (3,379 images, 107-800 per class: a natural long tail) from
 ``../shared/data/caltech101-128.tar.gz``, extracted to ``/tmp`` (never into the repository), at 64 px, split
 by the product's loader (seed 0) into train / selection (10 %) / test (25 %, for tighter intervals).
 
-For each spec the same training run (data, seed, schedule, one torch thread) is done with ``block=repvgg``
-and ``block=qarepvgg``. Each trained model is re-parameterized, exported to fp32 ONNX and quantized twice
+For each spec the same training run (data, seed, schedule, one torch thread) is done with ``block=repvgg``,
+``block=qarepvgg`` and ``block=repopt`` (the plain model with gradient masks; its scales are first found by
+the hyper-search stage on the same training split at its default budget, a fifth of the epochs, on top:
+``train_s`` includes it). Each trained model is re-parameterized, exported to fp32 ONNX and quantized twice
 with the product's stage (:func:`trials.int8_stage.quantize`: int8 QDQ, MinMax, calibrated on 256
 training images), per-tensor and per-channel weight scales. Reported per model and mode on the **test**
 split: fp32 and int8 top-1 and balanced accuracy, the drop (fp32 − int8 top-1, points) with a paired
@@ -20,6 +23,8 @@ beside it (the split ``nas export --int8-budget`` judges on).
 
 Resumable: one CSV row per finished model (``--csv``, default ``/tmp/int8_drop_rows.csv``); a rerun skips
 the models already there and the JSON (``--out``) is rewritten from all rows at the end of every model.
+Without the CSV, the rows of an existing ``--out`` JSON are the starting point (so a new block's rows join
+the figures already measured).
 
 Published context: plain RepVGG-A0 falls from 72.4 % to 52.2 % top-1 under standard int8 PTQ on
 ImageNet; QARepVGG-A0 keeps 70.4 %.
@@ -64,6 +69,7 @@ SPECS = ("repvgg_d1-2-4-1_w0.5-0.5-0.5-1_g1_r64", "repvgg_d2-4-14-1_w0.25-0.25-0
          "repvgg_d2-4-14-1_w0.75-0.75-0.75-1_g1_r64")
 BOOTSTRAP = 2000
 MODES = (("per_tensor", False), ("per_channel", True))
+BLOCKS = ("repvgg", "qarepvgg", "repopt")
 
 
 def log(text: str) -> None:
@@ -110,6 +116,8 @@ def run_one(spec_text: str, block: str, bundle: DataBundle, config: TrainConfig,
         f"  epoch {i['epoch']}: loss {i['train_loss']:.3f}, selection top-1 {i['selection_top1']:.3f}"))
     row: dict[str, object] = {"spec": spec.to_string(), "block": block, "seed": config.seed,
                               "train_s": round(time.perf_counter() - t0, 1)}
+    if result.scales is not None:  # repopt: the hyper-search stage's steps (included in train_s)
+        row["hs_steps"] = result.scales.found_by.get("steps")
     deploy = reparameterize(result.model.cpu().float().eval())
     fp32 = onnx_export.export_onnx(deploy, work / f"{spec.hash}.onnx", spec.resolution)
     logits = {}
@@ -158,6 +166,15 @@ def read_rows(path: Path) -> list[dict[str, object]]:
     return rows
 
 
+def earlier_rows(path: Path) -> list[dict[str, object]]:
+    """The rows of an earlier result JSON (none when it does not exist)."""
+    if not path.is_file():
+        return []
+    rows = json.loads(path.read_text(encoding="utf-8")).get("rows", [])
+    log(f"starting from the {len(rows)} rows of {path}")
+    return rows
+
+
 def write_rows(path: Path, rows: list[dict[str, object]]) -> None:
     """All rows as CSV, atomically."""
     buffer = io.StringIO()
@@ -174,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", help="image folder (default: the 10 largest Caltech-101 classes, extracted to /tmp)")
     p.add_argument("--specs", nargs="+", default=list(SPECS), help="spec strings (the block is set per run)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (the splits stay seed 0)")
+    p.add_argument("--blocks", nargs="+", default=list(BLOCKS), choices=BLOCKS, help="block types (default all)")
     p.add_argument("--epochs", type=int, default=15, help="training epochs per model (default 15)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.1)
@@ -191,10 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_epochs=0.5,
                          weight_decay=5e-5, seed=0, device="cpu", eval_batch_size=256, recipe=bundle.recipe)
     rows_path = Path(args.csv)
-    rows = read_rows(rows_path)
+    rows = read_rows(rows_path) or earlier_rows(Path(args.out))
     done = {(r["spec"], r["block"], r["seed"]) for r in rows}
     with tempfile.TemporaryDirectory(prefix="int8_drop-") as work:
-        for seed, text, block in ((s, t, b) for s in args.seeds for t in args.specs for b in ("repvgg", "qarepvgg")):
+        for seed, text, block in ((s, t, b) for s in args.seeds for t in args.specs for b in args.blocks):
             spec = resolve_arch(text, RESOLUTION, len(bundle.classes), block).to_string()
             if (spec, block, seed) not in done:
                 rows.append(run_one(text, block, bundle, dataclasses.replace(config, seed=seed), Path(work),
@@ -216,7 +234,7 @@ def write_json(out: Path, args: argparse.Namespace, bundle: DataBundle, config: 
                rows: list[dict[str, object]], start: float, load_before: tuple[float, float, float]) -> None:
     """The result JSON from all rows so far."""
     result = {
-        "benchmark": "int8 post-training quantization drop, RepVGG vs QARepVGG",
+        "benchmark": "int8 post-training quantization drop, RepVGG vs QARepVGG vs RepOpt-VGG",
         "data": {"name": f"Caltech-101, the {CLASSES} largest classes", "resolution": RESOLUTION,
                  "classes": list(bundle.classes), "train_images": len(bundle.train),
                  "selection_images": len(bundle.selection), "test_images": len(bundle.test)},

@@ -37,6 +37,7 @@ import numpy as np
 import optuna
 
 from nas.pareto import hypervolume, non_dominated, normalize
+from nas.sampler import is_duplicate, observed
 from nas.search import SearchConfig, run_search
 from nas.space import SearchSpace
 from search_space import analyze
@@ -69,14 +70,16 @@ def exact_front() -> tuple[np.ndarray, list[tuple[float, float]], float, int]:
 
 
 def run_one(sampler: str, seed: int, trials: int, storage: str | None = None) -> tuple[np.ndarray, np.ndarray, float]:
-    """Objective values of each complete trial in order, which are duplicates, and the search's wall seconds."""
+    """Objective values of each evaluated or duplicate trial in order, which are duplicates, and the search's
+    wall seconds. A duplicate is recorded PRUNED; :func:`nas.sampler.observed` gives it its twin's values."""
     cfg = SearchConfig(objectives=OBJECTIVES, space=SPACE, num_classes=CLASSES, sampler=sampler, seed=seed,
                        trials=trials, storage=storage, study=f"{sampler}-{seed}", heartbeat_interval=None)
     start = time.perf_counter()
     study = run_search(cfg).study
     wall = time.perf_counter() - start
-    done = sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)), key=lambda t: t.number)
-    dup = np.array(["duplicate_of" in t.user_attrs for t in done])
+    trials_seen = observed(study.get_trials(deepcopy=False))
+    done = sorted((t for t in trials_seen if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: t.number)
+    dup = np.array([is_duplicate(t) for t in done], dtype=bool)
     return SIGN * np.array([t.values for t in done]), dup, wall
 
 

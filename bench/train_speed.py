@@ -1,8 +1,10 @@
-"""Training speed of our RepVGG-A0 (train form) against timm's ``repvgg_a0``, in the same process.
+"""Training speed of our RepVGG-A0 (train form) against timm's ``repvgg_a0``, in the same process; with
+``--repopt``, RepOpt-VGG-A0 (the plain model and its masked SGD) against our multi-branch RepVGG-A0.
 
     .venv/bin/python bench/train_speed.py              # 9 paired repeats of 2 steps each, 1-3 minutes
     .venv/bin/python bench/train_speed.py --quick      # smoke run
     .venv/bin/python bench/train_speed.py --channels-last --threads 2   # ours NHWC vs timm NCHW
+    .venv/bin/python bench/train_speed.py --repopt     # RepOpt vs RepVGG → train_speed_repopt.json
 
 One training step = forward, cross-entropy (label smoothing 0.1), backward, SGD (momentum 0.9, weight
 decay 4e-5), on a fixed random batch of 32 images of 112 px with 89 classes (the seed's setting). Both
@@ -15,8 +17,15 @@ channels_last backward of its strided 1×1 convs on CPU (torch 2.14), which our 
 Wall-clock and process CPU time are both reported: CPU time is less sensitive to other processes on a
 shared machine, wall time is what a user waits for.
 
+With ``--repopt`` the pair is RepOpt-VGG-A0 (one 3×3 conv-BN per block, :class:`trials.repopt.RepOptSGD`
+with the masks of the initial scales: their values do not change the cost) against RepVGG-A0's train form,
+same step and batch; the ratio is RepOpt/RepVGG (goal ≥ 1.3×), and the training memory of one step is
+counted exactly rather than sampled: the bytes autograd saves for the backward (distinct storages, through
+``torch.autograd.graph.saved_tensors_hooks``) plus parameters, gradients and momentum buffers.
+
 Progress goes to stderr, the figures are printed last, and everything goes to
-``bench/results/train_speed.json`` with the machine (CPU, cores, threads, load before/after, versions).
+``bench/results/train_speed.json`` (``train_speed_repopt.json`` with ``--repopt``) with the machine (CPU,
+cores, threads, load before/after, versions).
 ``timm`` comes from the ``bench`` extra; ``pretrained=False`` downloads nothing.
 """
 
@@ -42,8 +51,10 @@ from search_space import get_preset
 from search_space.io import atomic_write
 from search_space.model import build_model
 from trials.latency import cpu_name
+from trials.repopt import Scales, build_hs_model, masked_sgd
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_speed.json"
+REPOPT_RESULTS = RESULTS.with_name("train_speed_repopt.json")
 
 
 def log(text: str) -> None:
@@ -63,11 +74,11 @@ def timm_a0(num_classes: int) -> nn.Module:
 class Stepper:
     """One model with its optimizer, ready to run timed training steps on a fixed batch."""
 
-    def __init__(self, model: nn.Module, channels_last: bool) -> None:
+    def __init__(self, model: nn.Module, channels_last: bool, opt: torch.optim.Optimizer | None = None) -> None:
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.train().to(memory_format=fmt)
         self.fmt = fmt
-        self.opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=4e-5)
+        self.opt = opt or torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=4e-5)
 
     def steps(self, x: torch.Tensor, y: torch.Tensor, n: int) -> tuple[float, float]:
         """Run ``n`` training steps; return (wall s, process CPU s)."""
@@ -89,13 +100,15 @@ def bootstrap_median(values: Sequence[float], n_boot: int = 2000, seed: int = 0)
     return [medians[int(0.05 * n_boot)], medians[int(0.95 * n_boot) - 1]]
 
 
-def machine_info(threads: int) -> dict[str, Any]:
-    """What the figures ran on."""
-    cpu = cpu_name()
-    import timm
+def machine_info(threads: int, with_timm: bool = True) -> dict[str, Any]:
+    """What the figures ran on (and timm's version, when the comparison uses it)."""
+    info = {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": threads, "torch": torch.__version__,
+            "python": platform.python_version(), "platform": platform.platform()}
+    if with_timm:
+        import timm
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": threads, "torch": torch.__version__,
-            "timm": timm.__version__, "python": platform.python_version(), "platform": platform.platform()}
+        info["timm"] = timm.__version__
+    return info
 
 
 def run(repeats: int, steps: int, warmup: int, batch: int, resolution: int, classes: int,
@@ -109,6 +122,13 @@ def run(repeats: int, steps: int, warmup: int, batch: int, resolution: int, clas
     # timm stays contiguous: its strided 1×1 convs crash (segfault) in the channels_last backward on CPU,
     # the crash our block avoids by slicing before a stride-1 1×1 conv
     steppers = {"ours": Stepper(ours, channels_last), "timm": Stepper(theirs, False)}
+    return {"params": params, **paired_rates(steppers, repeats, steps, warmup, batch, resolution, classes)}
+
+
+def paired_rates(steppers: dict[str, Stepper], repeats: int, steps: int, warmup: int, batch: int, resolution: int,
+                 classes: int) -> dict[str, Any]:
+    """Time two steppers (first / second, ABBA order) on one random batch: per-repeat rates, medians, ratio."""
+    a, b = steppers
     x = torch.randn(batch, 3, resolution, resolution)
     y = torch.randint(0, classes, (batch,))
     for name, s in steppers.items():
@@ -116,22 +136,63 @@ def run(repeats: int, steps: int, warmup: int, batch: int, resolution: int, clas
         s.steps(x, y, warmup)
     rates: dict[str, dict[str, list[float]]] = {k: {"wall": [], "cpu": []} for k in steppers}
     for r in range(repeats):
-        order = ["ours", "timm"] if r % 2 == 0 else ["timm", "ours"]
-        for name in order:
+        for name in ([a, b] if r % 2 == 0 else [b, a]):
             wall, cpu = steppers[name].steps(x, y, steps)
             rates[name]["wall"].append(batch * steps / wall)
             rates[name]["cpu"].append(batch * steps / cpu)
-        log(f"repeat {r + 1}/{repeats}: ours {rates['ours']['wall'][-1]:.1f} img/s, "
-            f"timm {rates['timm']['wall'][-1]:.1f} img/s (wall)")
-    out: dict[str, Any] = {"params": params, "rates": rates}
+        log(f"repeat {r + 1}/{repeats}: {a} {rates[a]['wall'][-1]:.1f} img/s, {b} {rates[b]['wall'][-1]:.1f} img/s "
+            "(wall)")
+    out: dict[str, Any] = {"rates": rates}
     for clock in ("wall", "cpu"):
-        o, t = rates["ours"][clock], rates["timm"][clock]
-        paired = [a / b for a, b in zip(o, t)]  # back-to-back measurements share the machine's load
+        first, second = rates[a][clock], rates[b][clock]
+        paired = [p / q for p, q in zip(first, second)]  # back-to-back measurements share the machine's load
         out[f"ratio_{clock}"] = statistics.median(paired)
         out[f"ratio_{clock}_90ci"] = bootstrap_median(paired)
-        out[f"ours_{clock}_median"] = statistics.median(o)
-        out[f"timm_{clock}_median"] = statistics.median(t)
+        out[f"{a}_{clock}_median"] = statistics.median(first)
+        out[f"{b}_{clock}_median"] = statistics.median(second)
     return out
+
+
+def training_memory(stepper: Stepper, batch: int, resolution: int, classes: int) -> dict[str, int]:
+    """Bytes of one training step: what autograd saves for the backward (distinct storages) and the
+    parameters, gradients and optimizer state after the step."""
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    x = torch.randn(batch, 3, resolution, resolution).contiguous(memory_format=stepper.fmt)
+    y = torch.randint(0, classes, (batch,))
+    stepper.opt.zero_grad(set_to_none=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = F.cross_entropy(stepper.model(x), y, label_smoothing=0.1)
+    loss.backward()
+    stepper.opt.step()
+    params = [p for p in stepper.model.parameters()]
+    state = [t for s in stepper.opt.state.values() for t in s.values() if isinstance(t, torch.Tensor)]
+    return {"saved_for_backward": sum(seen.values()),
+            "parameters": sum(p.numel() * p.element_size() for p in params),
+            "gradients": sum(p.grad.numel() * p.grad.element_size() for p in params if p.grad is not None),
+            "optimizer_state": sum(t.numel() * t.element_size() for t in state)}
+
+
+def run_repopt(repeats: int, steps: int, warmup: int, batch: int, resolution: int, classes: int) -> dict[str, Any]:
+    """RepOpt-VGG-A0 (plain, masked SGD) against RepVGG-A0 (multi-branch), same step; speed and memory."""
+    torch.manual_seed(0)
+    spec = get_preset("A0").spec(resolution=resolution, num_classes=classes)
+    plain = build_model(spec.replace(block="repopt"))
+    scales = Scales.from_model(build_hs_model(spec), spec, {"kind": "initial values"})
+    opt = masked_sgd(plain, scales, [{"params": list(plain.parameters()), "weight_decay": 4e-5}], 0.01, 0.9, False)
+    steppers = {"repopt": Stepper(plain, False, opt), "repvgg": Stepper(build_model(spec), False)}
+    memory = {name: training_memory(s, batch, resolution, classes) for name, s in steppers.items()}
+    out = paired_rates(steppers, repeats, steps, warmup, batch, resolution, classes)
+    total = {name: sum(m.values()) for name, m in memory.items()}
+    return {"spec": spec.to_string(), "params_train_form": {k: sum(p.numel() for p in s.model.parameters())
+                                                            for k, s in steppers.items()},
+            "memory_bytes": memory, "memory_total_bytes": total,
+            "memory_ratio": total["repopt"] / total["repvgg"], **out}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -148,11 +209,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--channels-last", action="store_true",
                    help="NHWC for our model (timm's segfaults in the channels_last backward on CPU, so it stays NCHW)")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 repeats of 1 step at batch 8")
-    p.add_argument("--out", type=Path, default=RESULTS, help="result JSON (default bench/results/train_speed.json)")
+    p.add_argument("--repopt", action="store_true",
+                   help="RepOpt-VGG-A0 (plain, masked SGD) vs our RepVGG-A0: speed and training memory")
+    p.add_argument("--out", type=Path, help="result JSON (default bench/results/train_speed.json, "
+                                             "train_speed_repopt.json with --repopt)")
     args = p.parse_args(argv)
     if args.quick:
         args.repeats, args.steps, args.warmup, args.batch = 2, 1, 1, 8
     torch.set_num_threads(args.threads)
+    if args.repopt:
+        return main_repopt(args)
+    args.out = args.out or RESULTS
     load_before = os.getloadavg()
     start = time.perf_counter()
     result = run(args.repeats, args.steps, args.warmup, args.batch, args.resolution, args.classes,
@@ -179,6 +246,37 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{torch.get_num_threads()} threads; wrote {args.out}")
     print(f"train speed ours/timm (A0, {args.resolution} px, batch {args.batch}): {body['ratio_wall']:.3f}x "
           f"[90% CI {lo:.3f}, {hi:.3f}] (goal >= 1.0x)")
+    return 0
+
+
+def main_repopt(args: argparse.Namespace) -> int:
+    """The ``--repopt`` benchmark: write its JSON and print the figures last."""
+    load_before, start = os.getloadavg(), time.perf_counter()
+    result = run_repopt(args.repeats, args.steps, args.warmup, args.batch, args.resolution, args.classes)
+    body = {"benchmark": "training images/s and memory, RepOpt-VGG-A0 (plain, masked SGD) vs RepVGG-A0 train form",
+            "settings": {"repeats": args.repeats, "steps": args.steps, "warmup": args.warmup, "batch": args.batch,
+                         "resolution": args.resolution, "classes": args.classes, "quick": args.quick},
+            "machine": machine_info(torch.get_num_threads(), with_timm=False),
+            "load_average_before": load_before, "load_average_after": os.getloadavg(),
+            "wall_s": time.perf_counter() - start, "goal": "repopt/repvgg >= 1.3x images/s, less memory", **result}
+    low, high = body["ratio_wall_90ci"]
+    verdict = ("not reached" if high < 1.3 or result["memory_ratio"] >= 1 else "reached" if low >= 1.3
+               else "within noise of 1.3x")
+    body["verdict"] = verdict
+    out = args.out or REPOPT_RESULTS
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out) as handle:
+        json.dump(body, handle, indent=2)
+        handle.write("\n")
+    mib = {k: v / 2**20 for k, v in result["memory_total_bytes"].items()}
+    for clock in ("wall", "cpu"):
+        lo, hi = body[f"ratio_{clock}_90ci"]
+        print(f"images/s ({clock}, median): repopt {body[f'repopt_{clock}_median']:.1f}, repvgg "
+              f"{body[f'repvgg_{clock}_median']:.1f}; ratio {body[f'ratio_{clock}']:.3f}x [90% CI {lo:.3f}, {hi:.3f}]")
+    print(f"training memory of one step: repopt {mib['repopt']:.1f} MiB, repvgg {mib['repvgg']:.1f} MiB "
+          f"(ratio {result['memory_ratio']:.3f}); load {load_before[0]:.1f} before, "
+          f"{body['load_average_after'][0]:.1f} after; wrote {out}")
+    print(f"goal RepOpt >= 1.3x faster and less memory (A0, {args.resolution} px, batch {args.batch}): {verdict}")
     return 0
 
 
