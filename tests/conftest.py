@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -65,3 +69,35 @@ def randomize_bn() -> Callable[[Any, int], Any]:
         return model
 
     return apply
+
+
+def load_bench(name: str) -> ModuleType:
+    """``bench/<name>.py`` loaded as the module ``<name>_bench`` (registered in ``sys.modules``: dataclasses look
+    their module up there); loaded once per session."""
+    module_name = f"{name}_bench"
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, REPO_ROOT / "bench" / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[module_name]
+
+
+@pytest.fixture(scope="session")
+def bench_module() -> Callable[[str], ModuleType]:
+    """:func:`load_bench`, for tests of the benchmark scripts."""
+    return load_bench
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """The test PostgreSQL server's URL (``NAS_TEST_POSTGRES``, default the local server's ``test`` database);
+    skips the test when psycopg2 is missing or no server answers."""
+    url = os.environ.get("NAS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+    psycopg2 = pytest.importorskip("psycopg2", reason="psycopg2 is not installed (pip install '.[postgres]')")
+    try:
+        psycopg2.connect(url, connect_timeout=3).close()
+    except psycopg2.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL answers at {url}: {str(exc).strip().splitlines()[0]}")
+    return url

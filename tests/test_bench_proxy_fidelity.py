@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
 import sys
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -21,17 +21,13 @@ JSON = ROOT / "bench" / "results" / "proxy_fidelity.json"
 CIFAR = ROOT.parent / "shared" / "data" / "cifar10-lt.tar.gz"
 
 
-def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("proxy_fidelity_bench", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+
+@pytest.fixture(scope="module")
+def pf(bench_module: Callable[[str], ModuleType]) -> ModuleType:
+    return bench_module("proxy_fidelity")
 
 
-def test_correlation_and_bootstrap_on_known_data() -> None:
-    pf = _bench()
+def test_correlation_and_bootstrap_on_known_data(pf: ModuleType) -> None:
     x = np.arange(12.0)
     perfect = pf.correlation(x, 2 * x + 1, resamples=100)
     assert perfect["tau"] == pytest.approx(1.0) and perfect["rho"] == pytest.approx(1.0)
@@ -42,8 +38,7 @@ def test_correlation_and_bootstrap_on_known_data() -> None:
     assert noisy["tau_ci"][0] <= noisy["tau"] <= noisy["tau_ci"][1]
 
 
-def test_csv_round_trip(tmp_path: Path) -> None:
-    pf = _bench()
+def test_csv_round_trip(pf: ModuleType, tmp_path: Path) -> None:
     row = {"spec": "repvgg_d1-1-1-1_w0.25-0.25-0.25-0.25_g1_r32_c10", "stratum": "small", "seed": 1,
            "macs": 5e5, "params": 1e5, "ref_bal": 0.5, "ref_top1": 0.5, "ref_val_bal_by_epoch": "0.1;0.2"}
     pf.write_rows(tmp_path / "rows.csv", [row])
@@ -52,8 +47,7 @@ def test_csv_round_trip(tmp_path: Path) -> None:
     assert back[0]["ref_val_bal_by_epoch"] == "0.1;0.2"
 
 
-def test_spec_sample_is_stratified_and_below_the_cap() -> None:
-    pf = _bench()
+def test_spec_sample_is_stratified_and_below_the_cap(pf: ModuleType) -> None:
     specs = pf.sample_specs(9)
     assert len({s["spec"] for s in specs}) == 9
     assert [sum(s["stratum"] == k for s in specs) for k in pf.STRATA] == [3, 3, 3]
@@ -66,8 +60,7 @@ def test_spec_sample_is_stratified_and_below_the_cap() -> None:
 
 
 @pytest.mark.skipif(not CSV.is_file() or not JSON.is_file(), reason="no committed proxy-fidelity results")
-def test_committed_csv_reproduces_the_committed_figures() -> None:
-    pf = _bench()
+def test_committed_csv_reproduces_the_committed_figures(pf: ModuleType) -> None:
     rows = pf.read_rows(CSV)
     stats = pf.compute_stats(rows, resamples=200)  # point estimates do not depend on the resample count
     committed = json.loads(JSON.read_text())["stats"]
@@ -90,8 +83,7 @@ def test_committed_csv_reproduces_the_committed_figures() -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not CIFAR.is_file(), reason="needs ../shared/data/cifar10-lt.tar.gz")
-def test_tiny_retraining_run(tmp_path: Path) -> None:
-    pf = _bench()
+def test_tiny_retraining_run(pf: ModuleType, tmp_path: Path) -> None:
     with tarfile.open(CIFAR) as tar:
         tar.extractall(tmp_path, filter="data")
     out_csv, out_json = tmp_path / "rows.csv", tmp_path / "fig.json"

@@ -35,7 +35,6 @@ RUNGS = (1, 3, 9)
 ETA = 3
 HALF = 0.02  # the fake's interval: acc ± HALF, so one standard error is HALF / z(0.95)
 SE = HALF / 1.6448536269514722
-PG_URL = os.environ.get("NAS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 def fake_accuracy(spec_hash: str, epochs: int) -> float:
@@ -356,17 +355,12 @@ def test_three_workers_on_sqlite_with_a_worker_killed_mid_promotion(tmp_path):
 
 
 @pytest.mark.postgres
-def test_three_workers_on_postgres_with_a_worker_killed_mid_promotion(tmp_path):
-    psycopg2 = pytest.importorskip("psycopg2", reason="psycopg2 is not installed (pip install '.[postgres]')")
-    try:
-        psycopg2.connect(PG_URL, connect_timeout=3).close()
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL answers at {PG_URL}: {str(exc).strip().splitlines()[0]}")
+def test_three_workers_on_postgres_with_a_worker_killed_mid_promotion(tmp_path, postgres_url):
     study = f"nas-fid-{uuid.uuid4().hex[:10]}"
     try:
-        _three_workers_one_killed(tmp_path, PG_URL, study)
+        _three_workers_one_killed(tmp_path, postgres_url, study)
     finally:
-        delete_study(PG_URL, study)
+        delete_study(postgres_url, study)
 
 
 def test_real_rung_evaluator_continues_per_seed_and_ends_where_one_run_ends(tmp_path):

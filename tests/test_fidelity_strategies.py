@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -14,18 +13,10 @@ BENCH = Path(__file__).resolve().parents[1] / "bench" / "fidelity_strategies.py"
 E = 9  # rungs 1, 3, 9
 
 
-def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fidelity_strategies_bench", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.fixture(scope="module")
-def fs() -> ModuleType:
-    return _bench()
+def fs(bench_module: Callable[[str], ModuleType]) -> ModuleType:
+    return bench_module("fidelity_strategies")
 
 
 def _table(fs: ModuleType, selection: np.ndarray, cost: np.ndarray):

@@ -3,8 +3,7 @@ is resumable after a kill at any point, with no row written twice and the same f
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -23,18 +22,10 @@ METRICS = ("selection_top1", "selection_bacc", "test_top1", "test_bacc", "cum_st
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("learning_curves_bench", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.fixture(scope="module")
-def lc() -> ModuleType:
-    return _bench()
+def lc(bench_module: Callable[[str], ModuleType]) -> ModuleType:
+    return bench_module("learning_curves")
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,6 @@ from nas.search import SearchConfig, run_search
 from nas.space import SearchSpace
 from nas.storage import delete_study, load_study
 
-PG_URL = os.environ.get("NAS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 GRACE = 4  # s without heartbeat before a trial counts as dead: short for the test, generous for a loaded CPU
 SPACE = {"depths": [[1, 2], [1, 2], [1, 3], [1, 1]], "widths": [[0.25, 0.5], [0.25], [0.25, 0.5], [0.25, 1.0]]}
 
@@ -90,17 +89,12 @@ def test_three_workers_share_one_sqlite_file(tmp_path):
 
 
 @pytest.mark.postgres
-def test_three_workers_share_one_postgres_database(tmp_path):
-    psycopg2 = pytest.importorskip("psycopg2", reason="psycopg2 is not installed (pip install '.[postgres]')")
-    try:
-        psycopg2.connect(PG_URL, connect_timeout=3).close()
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL answers at {PG_URL}: {str(exc).strip().splitlines()[0]}")
+def test_three_workers_share_one_postgres_database(tmp_path, postgres_url):
     study = f"nas-test-{uuid.uuid4().hex[:10]}"
     try:
-        _run_three(tmp_path, PG_URL, study, 24)
+        _run_three(tmp_path, postgres_url, study, 24)
     finally:
-        delete_study(PG_URL, study)
+        delete_study(postgres_url, study)
 
 
 def test_a_killed_worker_trial_is_retried_and_the_study_completes(tmp_path):
