@@ -129,10 +129,15 @@ def rung_proxy(proxy: ProxyConfig | None, config: FidelityConfig) -> ProxyConfig
     epochs already are the top rung (a :class:`SearchError` otherwise)."""
     if proxy is None:
         return rung_budget({}, config)
-    if proxy.budget.epochs != config.rungs[-1]:
-        raise SearchError(f"the proxy trains {proxy.budget.epochs} epochs but the top rung is {config.rungs[-1]}",
-                          "the top rung is the proxy's full budget: give its epochs once, as the last rung")
+    _check_top_rung(proxy.budget.epochs, config)
     return proxy
+
+
+def _check_top_rung(epochs: int | None, config: FidelityConfig) -> None:
+    """A :class:`SearchError` when proxy ``epochs`` are given and are not the top rung."""
+    if epochs is not None and epochs != config.rungs[-1]:
+        raise SearchError(f"the proxy trains {epochs} epochs but the top rung is {config.rungs[-1]}",
+                          "the top rung is the proxy's full budget: give its epochs once, as the last rung")
 
 
 def rung_budget(given: Mapping[str, int | None], config: FidelityConfig) -> ProxyConfig:
@@ -141,10 +146,7 @@ def rung_budget(given: Mapping[str, int | None], config: FidelityConfig) -> Prox
     the rung's epochs would not be what the study says."""
     from nas.accuracy import proxy_config
 
-    epochs = given.get("epochs")
-    if epochs is not None and epochs != config.rungs[-1]:
-        raise SearchError(f"the proxy trains {epochs} epochs but the top rung is {config.rungs[-1]}",
-                          "the top rung is the proxy's full budget: give its epochs once, as the last rung")
+    _check_top_rung(given.get("epochs"), config)
     proxy = proxy_config({**given, "epochs": config.rungs[-1]})
     if given.get("max_steps") is None:
         proxy = dataclasses.replace(proxy, budget=dataclasses.replace(proxy.budget, max_steps=None))

@@ -191,7 +191,7 @@ class Workspace:
         for name in case.setup:
             if name not in self._templates:
                 template = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.root))
-                with _chdir(template), _quiet():
+                with contextlib.chdir(template), _quiet():
                     SETUPS[name](template)
                 self._templates[name] = template
             shutil.copytree(self._templates[name], folder, dirs_exist_ok=True)
@@ -204,22 +204,12 @@ class Workspace:
         out, err = io.StringIO(), io.StringIO()
         env = os.environ.pop("NAS_DEBUG", None)
         try:
-            with _chdir(folder), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            with contextlib.chdir(folder), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 code = main(list(case.argv))
         finally:
             if env is not None:
                 os.environ["NAS_DEBUG"] = env
         return Result(code, out.getvalue(), err.getvalue())
-
-
-@contextlib.contextmanager
-def _chdir(folder: Path) -> Iterator[None]:
-    old = Path.cwd()
-    os.chdir(folder)
-    try:
-        yield
-    finally:
-        os.chdir(old)
 
 
 # -- the cases -----------------------------------------------------------------------------------------------
