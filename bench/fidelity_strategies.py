@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from learning_curves import CSV_PATH, REFERENCE_EPOCHS, read_rows  # the table's one reader
 from proxy_fidelity import bootstrap  # the benches' percentile bootstrap
 
-from nas.pareto import REFERENCE, hypervolume, non_dominated, normalize, to_minimization
+from nas.pareto import REFERENCE, common_rung_non_dominated, hypervolume, non_dominated, normalize, to_minimization
 from nas.promotion import promotable, promotion_quota
 
 JSON_PATH = Path(__file__).resolve().parent / "results" / "fidelity_strategies.json"
@@ -150,26 +150,66 @@ def halving_cost(first: int, rungs: Sequence[int], eta: float) -> float:
     return total
 
 
-def successive_halving(space: np.ndarray, table: Table, cost: np.ndarray, budget: float, rng: np.random.Generator,
-                       rungs: Sequence[int], eta: float = ETA) -> Outcome:
-    """As many random specs as ``budget`` allows at the first rung, then the Pareto-promotable ``1/eta`` of each
-    rung continue to the next; the front of every scored spec's highest-rung value."""
+def _halving(space: np.ndarray, table: Table, cost: np.ndarray, budget: float, rng: np.random.Generator,
+             rungs: Sequence[int], eta: float) -> tuple[dict[int, int], float]:
+    """Synchronous successive halving: spec → index of the highest rung it reached, and the epochs spent."""
     first = 0
     while first < len(space) and halving_cost(first + 1, rungs, eta) <= budget:
         first += 1
     alive = rng.permutation(space)[:first]
-    highest = {}  # spec → accuracy at its highest rung
+    reached: dict[int, int] = {}
     spent, done = 0.0, 0
     for k, rung in enumerate(rungs):
         spent += len(alive) * (rung - done)
-        values = table.selection[alive, rung - 1]
-        highest.update(zip(alive.tolist(), values.tolist(), strict=True))
+        reached.update(dict.fromkeys(alive.tolist(), k))
         if k + 1 < len(rungs):
-            points = to_minimization(np.column_stack([values, cost[alive]]), DIRECTIONS)
+            points = to_minimization(np.column_stack([table.selection[alive, rung - 1], cost[alive]]), DIRECTIONS)
             alive, done = alive[np.sort(promotable(points, eta))], rung
-    scored = np.array(sorted(highest), dtype=int)
-    values = np.array([highest[i] for i in scored.tolist()])
-    return Outcome(front_of(scored, values, cost), spent, scored, values)
+    return reached, spent
+
+
+def rung_front(reached: dict[int, int], table: Table, cost: np.ndarray, rungs: Sequence[int],
+               common_rung: bool) -> np.ndarray:
+    """The front of the scored specs (sorted indices): by each spec's highest-rung value (mixed rungs), or
+    with ``common_rung`` at the rung both of a pair reached (:func:`nas.pareto.common_rung_non_dominated`)."""
+    scored = np.array(sorted(reached), dtype=int)
+    if not common_rung:
+        return front_of(scored, np.array([table.selection[i, rungs[reached[i]] - 1] for i in scored]), cost)
+    ladders = [{k: to_minimization(np.array([[table.selection[i, rungs[k] - 1], cost[i]]]), DIRECTIONS)[0]
+                for k in range(reached[i] + 1)} for i in scored.tolist()]
+    return scored[common_rung_non_dominated(ladders)]
+
+
+def refine_front(reached: dict[int, int], table: Table, cost: np.ndarray, rungs: Sequence[int],
+                 budget: float) -> float:
+    """``nas pareto --refine 0`` while ``budget`` lasts: the (common-rung) front's members below the top rung
+    climb one rung each, cheapest step first, then the front is recomputed; stops when every front member is
+    at the top or the next step does not fit. Updates ``reached``; returns the epochs spent."""
+    spent = 0.0
+    while True:
+        below = [i for i in rung_front(reached, table, cost, rungs, True).tolist() if reached[i] + 1 < len(rungs)]
+        steps = sorted((rungs[reached[i] + 1] - rungs[reached[i]], i) for i in below)
+        affordable = [(step, i) for step, i in steps if spent + step <= budget]
+        if not affordable:
+            return spent
+        for step, i in affordable:
+            if spent + step <= budget:
+                reached[i] += 1
+                spent += step
+
+
+def successive_halving(space: np.ndarray, table: Table, cost: np.ndarray, budget: float, rng: np.random.Generator,
+                       rungs: Sequence[int], eta: float = ETA, common_rung: bool = False,
+                       refine: bool = False) -> Outcome:
+    """As many random specs as ``budget`` allows at the first rung, then the Pareto-promotable ``1/eta`` of each
+    rung continue to the next (:func:`_halving`); with ``refine``, the budget left then goes to refining the
+    front (:func:`refine_front`). The front: :func:`rung_front`; the values ranked by: each spec's highest rung."""
+    reached, spent = _halving(space, table, cost, budget, rng, rungs, eta)
+    if refine:
+        spent += refine_front(reached, table, cost, rungs, budget - spent)
+    scored = np.array(sorted(reached), dtype=int)
+    values = np.array([table.selection[i, rungs[reached[i]] - 1] for i in scored.tolist()])
+    return Outcome(rung_front(reached, table, cost, rungs, common_rung), spent, scored, values)
 
 
 # -- statistics ------------------------------------------------------------------------------------
@@ -209,6 +249,8 @@ def strategies(table: Table) -> dict[str, Callable[..., Outcome]]:
     for b in (b for b in PROXY_EPOCHS if b < table.horizon):
         out[f"proxy {b}"] = lambda *a, b=b: proxy_search(*a, epochs=b)
     out["SH " + "/".join(map(str, rungs))] = lambda *a: successive_halving(*a, rungs=rungs)
+    out["SH common"] = lambda *a: successive_halving(*a, rungs=rungs, common_rung=True)
+    out["SH+refine"] = lambda *a: successive_halving(*a, rungs=rungs, common_rung=True, refine=True)
     return out
 
 
@@ -230,17 +272,19 @@ def replay(table: Table, cost_name: str, fraction: float, seeds: int, share: flo
             outcome = run(space, table, cost, fraction * size * e, np.random.default_rng([seed, 12]))
             row = raw[name]
             row.setdefault("compute", []).append(outcome.compute / (size * e))
+            row.setdefault("front_size", []).append(float(len(outcome.front)))
             for key, ref in refs.items():
                 row.setdefault(f"hv_{key}", []).append(hv_ratio(outcome.front, space, ref, cost, bounds[key]))
                 row.setdefault(f"tau_{key}", []).append(kendall(outcome.values, ref[outcome.scored]))
     out: dict[str, Any] = {"strategies": {name: {k: mean_ci(v, resamples) for k, v in row.items()}
                                           for name, row in raw.items()}}
     proxies = [name for name in named if name.startswith("proxy")]
-    sh = next(name for name in named if name.startswith("SH"))
     if proxies:
         best = max(proxies, key=lambda p: np.nanmean(raw[p]["hv_selection"]))
-        diff = np.array(raw[sh]["hv_selection"]) - np.array(raw[best]["hv_selection"])
-        out["sh_minus_best_proxy"] = {"proxy": best, **mean_ci(diff, resamples)}
+        out["sh_minus_best_proxy"] = {
+            sh: {"proxy": best, **mean_ci(np.array(raw[sh]["hv_selection"]) - np.array(raw[best]["hv_selection"]),
+                                          resamples)}
+            for sh in named if sh.startswith("SH")}
     return out
 
 
@@ -264,17 +308,18 @@ def format_figure(results: dict[str, Any], specs: int, horizon: int, detail: flo
         res = by_fraction[f"{detail:.2f}"]
         lines.append(f"\n{cost}, compute ≤ {detail:.0%} of training every spec to E")
         lines.append(f"  {'strategy':<11} {'HV, selection ref':<22} {'HV, test ref':<22} {'τ vs selection ref':<22} "
-                     "compute")
+                     "compute  front")
         for name, st in res["strategies"].items():
+            size = st["front_size"]["mean"]
             lines.append(f"  {name:<11} {_ci(st['hv_selection']):<22} {_ci(st['hv_test']):<22} "
-                         f"{_ci(st['tau_selection']):<22} {st['compute']['mean']:.0%}")
-        lines.append(f"  {cost} by compute: SH (selection ref) | SH − best proxy")
-        for fraction, res in by_fraction.items():
-            sh = next(v for k, v in res["strategies"].items() if k.startswith("SH"))
-            d = res.get("sh_minus_best_proxy")
-            diff = f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}] vs {d['proxy']}" if d else "-"
-            spent = sh["compute"]["mean"]
-            lines.append(f"  ≤ {float(fraction):.0%}: {_ci(sh['hv_selection'])} at {spent:.0%} | {diff}")
+                         f"{_ci(st['tau_selection']):<22} {st['compute']['mean']:>6.0%}  {size:.1f}")
+        lines.append(f"  {cost} by compute: SH variant (selection ref) at the compute it spent | minus best proxy")
+        for fraction, at in by_fraction.items():
+            for name, d in at.get("sh_minus_best_proxy", {}).items():
+                sh = at["strategies"][name]
+                lines.append(f"  ≤ {float(fraction):.0%} {name:<10}: {_ci(sh['hv_selection'])} at "
+                             f"{sh['compute']['mean']:.0%} | {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}] "
+                             f"vs {d['proxy']}")
     return "\n".join(lines)
 
 

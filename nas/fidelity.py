@@ -51,8 +51,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.objectives import MAXIMIZE, SearchError
-from nas.pareto import RUNG_VALUES, pareto_front, to_minimization, trial_rung, trial_values
-from nas.promotion import promotable, promotion_order
+from nas.pareto import RUNG_VALUES, pareto_front, rung_ladders, to_minimization, trial_rung, trial_values
+from nas.promotion import common_rung_ranks, promotable, promotion_order
 from nas.sampler import is_duplicate
 from nas.study import CONFIG_ATTR, PROMOTION_ATTRS
 from nas.uncertainty import LEVEL
@@ -345,8 +345,9 @@ def refine(study: optuna.Study, neighbours: int) -> Refinement:
     worker of the search trains them).
 
     The neighbours are the first ``neighbours`` non-front candidates in promotion order over all of the
-    front's candidates (non-dominated rank, then crowding distance, on optimistic values: one standard
-    error of accuracy), so a spec within noise of the front comes first. A front member already at the top
+    front's candidates (non-dominated rank at the rung both of a pair reached, as the front is judged, then
+    crowding distance, on optimistic values: one standard error of accuracy, the highest rung's at every
+    rung), so a spec within noise of the front comes first. A front member already at the top
     rung, or whose promotion is already queued, running or done, is left as it is.
     """
     config = fidelity_of(study)
@@ -361,7 +362,9 @@ def refine(study: optuna.Study, neighbours: int) -> Refinement:
     if front.dominated:
         noise = np.array([[standard_error(r, n) if n in MAXIMIZE else 0.0 for n in front.metric_names]
                           for r in candidates])
-        order = promotion_order(front.points(candidates), noise)
+        ladders = rung_ladders(front, candidates, candidates + front.excluded)
+        optimistic = [{rung: p - shift for rung, p in ladder.items()} for ladder, shift in zip(ladders, noise)]
+        order = promotion_order(front.points(candidates), noise, common_rung_ranks(optimistic))
         chosen += [candidates[i]["number"] for i in order if i >= len(front.rows)][:neighbours]
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     held, _ = owed_keys(list(trials.values()))

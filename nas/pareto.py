@@ -7,7 +7,9 @@ Definitions (also in docs/search.md):
   ``duplicate_of`` trial repeats its original), not dominated by another
   such trial. ``a`` dominates ``b`` when it is no worse in every objective and better in one. In a
   multi-fidelity study each spec counts once, at its highest rung (:func:`trial_values`: a rung below
-  the top is PRUNED with ``rung_values``), and its row says which (``rung``, ``rung_epochs``).
+  the top is PRUNED with ``rung_values``), and its row says which (``rung``, ``rung_epochs``); two specs
+  are compared at the highest rung both reached (:func:`common_rung_non_dominated`), so a spec stopped
+  early is never dominated by another's value after more training.
 * **Hypervolume**: objectives are turned into minimization (accuracy → −accuracy), each scaled to
   [0, 1] by ``bounds`` (by default the min and max over the candidate trials, i.e. the complete
   feasible filtered ones), and the volume dominated by the front up to the reference point
@@ -23,7 +25,7 @@ Definitions (also in docs/search.md):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +60,27 @@ def non_dominated(points: np.ndarray) -> np.ndarray:
         better = np.any(pts < pts[i], axis=1)
         if np.any(no_worse & better):
             mask[i] = False
+    return mask
+
+
+def common_rung_non_dominated(ladders: Sequence[Mapping[int, np.ndarray]]) -> np.ndarray:
+    """Boolean mask of the specs that no other spec dominates *at the rung both reached*.
+
+    ``ladders[i]`` maps each rung spec i was measured at to its point there (minimized). Spec b dominates
+    spec a when it is no worse in every objective and better in one at the highest rung both have, so a spec
+    stopped at a low rung meets a promoted one with the values both had there, never its early value against
+    the other's later one (which longer training inflates). With one rung each this is :func:`non_dominated`."""
+    pts = [{rung: np.asarray(p, dtype=float) for rung, p in ladder.items()} for ladder in ladders]
+    mask = np.ones(len(pts), dtype=bool)
+    for a, mine in enumerate(pts):
+        for b, theirs in enumerate(pts):
+            shared = set(mine) & set(theirs)
+            if b == a or not shared:
+                continue
+            rung = max(shared)
+            if np.all(theirs[rung] <= mine[rung]) and np.any(theirs[rung] < mine[rung]):
+                mask[a] = False
+                break
     return mask
 
 
@@ -283,7 +306,7 @@ def pareto_front(study: optuna.Study, limits: Limits | None = None,
     if not candidates:
         return front
     pts = front.points(candidates)
-    mask = non_dominated(pts)
+    mask = _front_mask(front, candidates, complete)
     order = sorted(range(len(candidates)), key=lambda i: tuple(pts[i]))  # best first in the first objective
     front.rows = [candidates[i] for i in order if mask[i]]
     front.dominated = [r for r, m in zip(candidates, mask) if not m]
@@ -294,6 +317,31 @@ def pareto_front(study: optuna.Study, limits: Limits | None = None,
     for row, others in zip(front.rows, ties(front.rows, names)):
         row["tied_with"] = others
     return front
+
+
+def rung_ladders(front: Front, candidates: Sequence[dict[str, Any]],
+                 measured: Sequence[dict[str, Any]]) -> list[dict[int, np.ndarray]]:
+    """Each candidate's minimized points at every rung up to its own (its lower rungs' rows from
+    ``measured``, the first of a spec at each rung), for :func:`common_rung_non_dominated`."""
+    by_spec: dict[Any, dict[int, dict[str, Any]]] = {}
+    for row in sorted(measured, key=lambda r: r["number"]):
+        by_spec.setdefault(row.get("spec_hash") or row["number"], {}).setdefault(row.get("rung", 0), row)
+    ladders = []
+    for row in candidates:
+        top = row.get("rung", 0)
+        rows = {rung: r for rung, r in by_spec.get(row.get("spec_hash") or row["number"], {}).items() if rung < top}
+        rows[top] = row
+        ladders.append(dict(zip(rows, front.points(list(rows.values())), strict=True)))
+    return ladders
+
+
+def _front_mask(front: Front, candidates: Sequence[dict[str, Any]],
+                measured: Sequence[dict[str, Any]]) -> np.ndarray:
+    """Which ``candidates`` are on the front: non-dominated, in a multi-fidelity study at the rung both of a
+    pair reached (:func:`common_rung_non_dominated`)."""
+    if not any("rung" in r for r in candidates):
+        return non_dominated(front.points(candidates))
+    return common_rung_non_dominated(rung_ladders(front, candidates, measured))
 
 
 def within_noise(front: Front, row: dict[str, Any]) -> list[int]:

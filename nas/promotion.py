@@ -15,9 +15,11 @@ standard error of making the cut is ranked as if it made it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 
-from nas.pareto import non_dominated
+from nas.pareto import common_rung_non_dominated, non_dominated
 
 
 def nondominated_ranks(points: np.ndarray) -> np.ndarray:
@@ -29,6 +31,20 @@ def nondominated_ranks(points: np.ndarray) -> np.ndarray:
     rank = 0
     while len(left):
         front = non_dominated(pts[left])
+        ranks[left[front]] = rank
+        left = left[~front]
+        rank += 1
+    return ranks
+
+
+def common_rung_ranks(ladders: Sequence[Mapping[int, np.ndarray]]) -> np.ndarray:
+    """:func:`nondominated_ranks` with dominance judged at the rung both specs reached
+    (:func:`nas.pareto.common_rung_non_dominated`): specs measured at different rungs."""
+    ranks = np.full(len(ladders), -1, dtype=int)
+    left = np.arange(len(ladders))
+    rank = 0
+    while len(left):
+        front = common_rung_non_dominated([ladders[i] for i in left])
         ranks[left[front]] = rank
         left = left[~front]
         rank += 1
@@ -55,14 +71,16 @@ def crowding_distance(points: np.ndarray) -> np.ndarray:
     return distance
 
 
-def promotion_order(points: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
+def promotion_order(points: np.ndarray, noise: np.ndarray | None = None,
+                    ranks: np.ndarray | None = None) -> np.ndarray:
     """Indices of ``points`` (minimized) best first: by non-dominated rank, then by crowding distance within
     the rank (largest first), then by index. ``noise`` (same shape, ≥ 0, or None) is subtracted first:
-    the ranking uses optimistic values."""
+    the ranking uses optimistic values. ``ranks`` replaces the ranks of ``points`` (specs measured at
+    different rungs: :func:`common_rung_ranks`)."""
     pts = np.asarray(points, dtype=float).reshape(len(points), -1)
     if noise is not None:
         pts = pts - np.asarray(noise, dtype=float).reshape(pts.shape)
-    ranks = nondominated_ranks(pts)
+    ranks = nondominated_ranks(pts) if ranks is None else np.asarray(ranks, dtype=int)
     crowding = np.zeros(len(pts))
     for rank in np.unique(ranks):
         members = np.flatnonzero(ranks == rank)
@@ -81,3 +99,4 @@ def promotable(points: np.ndarray, eta: float, noise: np.ndarray | None = None) 
     """Indices of the rung's specs that earn promotion: the first ``floor(n / eta)`` of
     :func:`promotion_order` (asynchronous successive halving: re-evaluated as the rung fills up)."""
     return promotion_order(points, noise)[: promotion_quota(len(points), eta)]
+

@@ -100,8 +100,8 @@ def open_study(storage: BaseStorage, name: str, wanted: dict[str, Any], metric_n
             raise SearchError(f"study {name!r} in {where} was made by an earlier version of nas search (it does "
                               f"not record its {key})", "start a new study under another name")
         if stored.get(key) != wanted.get(key):
-            was, asked = _differences(stored.get(key), wanted.get(key))
-            raise SearchError(f"study {name!r} in {where} was created with {key} {was}, this search asks for {asked}",
+            was, asked = _setting_change(key, stored.get(key), wanted.get(key))
+            raise SearchError(f"study {name!r} in {where} was created {was}, this search asks for {asked}",
                               "resume with the original settings, or start a new study under another name")
     return study
 
@@ -254,6 +254,16 @@ def requeue_interrupted(study: optuna.Study) -> int:
 def _short(value: Any) -> str:
     text = f"{value:g}" if isinstance(value, float) else str(value)
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _setting_change(key: str, was: Any, asked: Any) -> tuple[str, str]:
+    """``("with fidelity rungs [1, 3, 9]", "rungs [1, 3]")``, or ``("with fidelity …", "no fidelity")`` when
+    one side has no such setting."""
+    if was is None or asked is None:
+        return (f"with {key} {_short(was)}" if was is not None else f"without {key}",
+                f"{key} {_short(asked)}" if asked is not None else f"no {key}")
+    before, now = _differences(was, asked)
+    return f"with {key} {before}", now
 
 
 def _differences(was: Any, asked: Any, path: str = "") -> tuple[str, str]:

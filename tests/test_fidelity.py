@@ -189,37 +189,46 @@ def test_ctrl_c_then_resume_completes_the_same_rungs(tmp_path):
     assert (cut.user_attrs["spec_hash"], 1, 3) in resumed.calls  # continued from its rung-0 checkpoint
 
 
-def test_refine_promotes_the_front_and_its_nearest_neighbours(tmp_path):
-    def plain(spec, data, epochs, folder):  # no interval: the neighbours are the next non-dominated layer
-        acc = fake_accuracy(spec.hash, epochs)
-        return {"top1": acc, "balanced_acc": acc}
+def crossing(spec, data, epochs, folder):
+    """Learning curves that cross: each spec learns at its own speed, so the order of two specs at rung 0 is
+    not their order at rung 2, and a value at a higher rung is inflated against another's at a lower one."""
+    level, speed = int(spec.hash[:6], 16) / 16**6, 1 + 2 * int(spec.hash[6:12], 16) / 16**6
+    return {"top1": 0.2 + 0.7 * level * (epochs / RUNGS[-1]) ** speed, "balanced_acc": 0.5}
 
-    cfg = config(tmp_path, trials=10, fidelity=FidelityConfig(RUNGS, 4))
-    study = run_search(cfg, plain).study
+
+def test_the_front_compares_specs_at_the_rung_both_reached_and_refine_promotes_it(tmp_path):
+    cfg = config(tmp_path, trials=14)
+    study = run_search(cfg, crossing).study
     evals = evaluations(study)
-    highest: dict[str, tuple[int, optuna.trial.FrozenTrial]] = {}
-    for (h, r), t in evals.items():
-        if r >= highest.get(h, (-1, None))[0]:
-            highest[h] = (r, t)
-    rows = {t.number: (r, np.array([-measured(t)[0], measured(t)[1]])) for r, t in highest.values()}
+    top = {h: max(r for g, r in evals if g == h) for h, _ in evals}
+    trial_of = {h: evals[(h, r)] for h, r in top.items()}
 
-    def layer(numbers):  # brute force: the members that no other member dominates
-        return {n for n in numbers if not any(np.all(rows[m][1] <= rows[n][1]) and np.any(rows[m][1] < rows[n][1])
-                                              for m in numbers if m != n)}
+    def point(h: str, rung: int) -> np.ndarray:
+        return np.array([-measured(evals[(h, rung)])[0], measured(evals[(h, rung)])[1]])
 
-    front = layer(set(rows))
-    second = layer(set(rows) - front)
-    assert front and second
+    def dominates(m: str, n: str, rung: int) -> bool:
+        return bool(np.all(point(m, rung) <= point(n, rung)) and np.any(point(m, rung) < point(n, rung)))
+
+    def layer(specs, common=True):  # brute force: compared at the lower of the two rungs (rungs are contiguous)
+        return {n for n in specs if not any(dominates(m, n, min(top[m], top[n])) if common else
+                                            np.all(point(m, top[m]) <= point(n, top[n]))
+                                            and np.any(point(m, top[m]) < point(n, top[n]))
+                                            for m in specs if m != n)}
+
+    front = layer(set(top))
+    assert front != layer(set(top), common=False)  # the curves cross here: highest-rung values would mislead
+    assert {r["spec_hash"] for r in pareto_front(study).rows} == front
+    second = layer(set(top) - front)
+    assert second
     first = refine(study, 0)  # the front alone
-    assert not first.held and {n for n, _ in first.queued} | set(first.at_top) == front
-    more = refine(study, len(second))  # and the next non-dominated layer: the nearest dominated specs
+    assert not first.held and {n for n, _ in first.queued} | set(first.at_top) == {trial_of[h].number for h in front}
+    more = refine(study, len(second))  # and the next layer at the common rung: the nearest dominated specs
     chosen = {n for n, _ in more.queued} | set(more.at_top) | set(more.held)
-    assert chosen == front | second and set(more.held) == {n for n, _ in first.queued}
-    assert set(first.at_top) | set(more.at_top) == {n for n in chosen if rows[n][0] == 2}
+    assert chosen == {trial_of[h].number for h in front | second} and set(more.held) == {n for n, _ in first.queued}
     queued = first.queued + more.queued
-    assert all(rung == rows[n][0] + 1 for n, rung in queued)
+    assert all(rung == study.trials[n].user_attrs["rung"] + 1 for n, rung in queued)
     assert refine(study, len(second)).queued == []  # held now: never queued twice
-    summary = Search(cfg, plain).run()  # any worker of the search trains what was queued
+    summary = Search(cfg, crossing).run()  # any worker of the search trains what was queued
     after = evaluations(summary.study)
     for number, rung in queued:
         assert (study.trials[number].user_attrs["spec_hash"], rung) in after
@@ -255,7 +264,7 @@ def test_fidelity_settings_are_recorded_and_checked(tmp_path):
     run_search(config(tmp_path, trials=3), FakeRungs())
     with pytest.raises(SearchError, match=r"created with fidelity rungs \[1, 3, 9\].*asks for rungs \[1, 3\]"):
         Search(config(tmp_path, trials=3, fidelity=FidelityConfig((1, 3), ETA)), FakeRungs())
-    with pytest.raises(SearchError, match="created with fidelity"):
+    with pytest.raises(SearchError, match=r"created with fidelity \{'rungs': \[1, 3, 9\].*asks for no fidelity \("):
         Search(config(tmp_path, trials=3, fidelity=None), lambda spec, data: {"top1": 0.5, "balanced_acc": 0.5})
     with pytest.raises(SearchError, match="needs an accuracy objective"):
         Search(config(tmp_path, objectives="macs,memory", study="cost"), None)

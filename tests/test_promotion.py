@@ -5,7 +5,9 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from nas.promotion import crowding_distance, nondominated_ranks, promotable, promotion_order, promotion_quota
+from nas.pareto import common_rung_non_dominated, non_dominated
+from nas.promotion import (common_rung_ranks, crowding_distance, nondominated_ranks, promotable, promotion_order,
+                           promotion_quota)
 
 
 def _dominates(a: np.ndarray, b: np.ndarray) -> bool:
@@ -68,3 +70,33 @@ def test_promotable_is_a_prefix_of_every_larger_quota() -> None:
     assert [len(chosen[eta]) for eta in (2, 3, 5)] == [15, 10, 6]
     for small, large in combinations([5, 3, 2], 2):
         assert chosen[small] == chosen[large][: len(chosen[small])]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_common_rung_dominance_with_one_rung_each_is_plain_dominance(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    pts = rng.integers(0, 5, size=(25, 2)).astype(float)
+    same = [{0: p} for p in pts]
+    assert common_rung_non_dominated(same).tolist() == non_dominated(pts).tolist()
+    assert common_rung_ranks(same).tolist() == _brute_ranks(pts)
+    later = rng.integers(0, 5, size=(25, 2)).astype(float)  # all climbed a rung: only the later values count
+    climbed = [{0: p, 1: q} for p, q in zip(pts, later)]
+    assert common_rung_non_dominated(climbed).tolist() == non_dominated(later).tolist()
+
+
+def test_a_spec_stopped_early_meets_a_promoted_one_at_its_own_rung() -> None:
+    # (−accuracy, cost). B is cheaper and climbed to rung 2; A stopped at rung 0, where it beat B on accuracy.
+    a = {0: np.array([-0.50, 2.0])}
+    b = {0: np.array([-0.40, 1.0]), 1: np.array([-0.70, 1.0]), 2: np.array([-0.80, 1.0])}
+    c = {0: np.array([-0.45, 3.0])}  # dearer and worse than A at rung 0: dominated by A
+    assert non_dominated(np.array([a[0], b[2], c[0]])).tolist() == [False, True, False]  # highest-rung values
+    assert common_rung_non_dominated([a, b, c]).tolist() == [True, True, False]
+    assert common_rung_ranks([a, b, c]).tolist() == [0, 0, 1]
+    # B's rung 0 worse than C's but cheaper: C is dominated by A only, so removing A frees it
+    assert common_rung_non_dominated([b, c]).tolist() == [True, True]
+
+
+def test_given_ranks_replace_the_points_own() -> None:
+    pts = np.array([[0.0, 1.0], [0.5, 0.5], [1.0, 0.0], [0.6, 0.6]])
+    assert promotion_order(pts).tolist()[-1] == 3  # dominated by point 1
+    assert promotion_order(pts, ranks=np.array([1, 1, 1, 0])).tolist()[0] == 3
