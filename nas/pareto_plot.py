@@ -7,8 +7,9 @@
   each with that pair's own 2-D front (the candidates no other candidate beats on both).
 * **The front** is drawn as its attainment surface, a staircase (``where="post"`` with the points
   ordered from the best x to the worst, so each step holds the y that is attained up to the next
-  point); front points are red and labelled with their trial numbers (HTML: hover shows the spec and
-  every value), dominated feasible trials are small grey dots.
+  point); front points are red and labelled with their trial numbers (and rungs, ``21 r1``, in a
+  multi-fidelity study, where a member compared at a lower rung can sit below the staircase; HTML: hover
+  shows the spec, every value and the rung), dominated feasible trials are small grey dots.
 * **Infeasible trials** (never trained, see :mod:`nas.search`) are hollow circles at their real costs;
   their recorded accuracy (0) is no measurement, so on an accuracy axis they sit on a strip beyond the
   worst measured value. Feasible trials outside the limits given to the front are hollow squares.
@@ -190,6 +191,8 @@ def _panel(front: Front, xs: Scale, ys: Scale, picked: dict[str, Any] | None, pi
     if picked is not None:
         layers["pick"] = _layer(f"pick ({picked_by}): trial {picked['number']}", [picked], xs, ys)
     panel.layers = {k: v for k, v in layers.items() if v.rows}
+    if any("rung" in r for r in candidates):  # multi-fidelity: only front members (judged across rungs) step
+        candidates = front.rows
     if candidates:
         pts = to_minimization([[r[xs.name], r[ys.name]] for r in candidates],
                               [xs.direction, ys.direction])
@@ -339,6 +342,27 @@ def static_figure(front: Front, picked: dict[str, Any] | None = None, picked_by:
     return fig
 
 
+def _point_name(row: dict[str, Any]) -> str:
+    """A point's label: its trial number, preset, and rung in a multi-fidelity study (``21 r1``)."""
+    return (f"{row['number']}" + (f" {row['preset']}" if row.get("preset") else "")
+            + (f" r{row['rung']}" if "rung" in row else ""))
+
+
+def _named_points(panel: Panel) -> list[tuple[dict[str, Any], float, float]]:
+    """The labelled points of a panel: the staircase's, then front members off it (in a multi-fidelity
+    study a member judged at a lower common rung can sit below the staircase of displayed values)."""
+    out = list(zip(panel.stairs.rows, panel.stairs.x, panel.stairs.y)) if panel.stairs is not None else []
+    return out + _off_stairs(panel)
+
+
+def _off_stairs(panel: Panel) -> list[tuple[dict[str, Any], float, float]]:
+    """Front members of a multi-fidelity study that are not on the panel's staircase."""
+    front, named = panel.layers.get("front"), {r["number"] for r in (panel.stairs.rows if panel.stairs else [])}
+    if front is None:
+        return []
+    return [(r, x, y) for r, x, y in zip(front.rows, front.x, front.y) if r["number"] not in named and "rung" in r]
+
+
 def _draw(ax: Any, panel: Panel) -> None:
     for key in ("dominated", "front"):
         layer = panel.layers.get(key)
@@ -348,9 +372,8 @@ def _draw(ax: Any, panel: Panel) -> None:
     if panel.stairs is not None:
         ax.step(panel.stairs.x, panel.stairs.y, where="post", color=_RED, lw=1.3, alpha=0.8,
                 label=panel.stairs.label, gid="stairs", zorder=3)
-        for row, x, y in zip(panel.stairs.rows, panel.stairs.x, panel.stairs.y):
-            name = f"{row['number']}" + (f" {row['preset']}" if row.get("preset") else "")
-            ax.annotate(name, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7, zorder=7)
+    for row, x, y in _named_points(panel):
+        ax.annotate(_point_name(row), (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7, zorder=7)
     for key, layer in panel.layers.items():
         ax.scatter(layer.x, layer.y, label=layer.label, gid=key, **_STYLE[key])
     ax.set_xlim(*panel.xlim)
@@ -381,6 +404,8 @@ def _hover(rows: Sequence[dict[str, Any]], scales: Sequence[Scale]) -> list[str]
             bounds = f" [{s.show(span.low):.4g}–{s.show(span.high):.4g}]" if span.low != span.high else ""
             untrained = s.measured_only_when_trained and not r.get("feasible", True)
             lines.append(f"{s.label}: " + ("not trained" if untrained else s.text(r[s.name]) + bounds))
+        if "rung" in r:
+            lines.append(f"rung {r['rung']} ({r.get('rung_epochs')} epochs)")
         if r.get("tied_with"):
             lines.append(f"tied with {', '.join(map(str, r['tied_with']))}")
         if r.get("infeasible_reason"):
@@ -409,10 +434,14 @@ def html_figure(front: Front, picked: dict[str, Any] | None = None, picked_by: s
         if panel.stairs is not None:
             fig.add_trace(go.Scatter(x=panel.stairs.x, y=panel.stairs.y, mode="lines+text", line_shape="hv",
                                      line={"color": "crimson", "width": 1.5}, name=panel.stairs.label,
-                                     text=[str(row["number"]) for row in panel.stairs.rows], textposition="top right",
+                                     text=[_point_name(row) for row in panel.stairs.rows], textposition="top right",
                                      textfont={"size": 9}, legendgroup="stairs", showlegend="stairs" not in legend,
                                      hoverinfo="skip"), row=r, col=c)
             legend.add("stairs")
+        if off := _off_stairs(panel):
+            fig.add_trace(go.Scatter(x=[x for _, x, _ in off], y=[y for _, _, y in off], mode="text",
+                                     text=[_point_name(row) for row, _, _ in off], textposition="top right",
+                                     textfont={"size": 9}, showlegend=False, hoverinfo="skip"), row=r, col=c)
         for key, layer in panel.layers.items():
             fig.add_trace(go.Scatter(
                 x=layer.x, y=layer.y, mode="markers", name=layer.label, marker=_MARKER[key], legendgroup=key,

@@ -218,6 +218,10 @@ def test_the_front_compares_specs_at_the_rung_both_reached_and_refine_promotes_i
     front = layer(set(top))
     assert front != layer(set(top), common=False)  # the curves cross here: highest-rung values would mislead
     assert {r["spec_hash"] for r in pareto_front(study).rows} == front
+    from nas.pareto_plot import static_figure  # every member labelled with its rung, on the staircase or below it
+
+    labels = {t.get_text() for t in static_figure(pareto_front(study)).axes[0].texts}
+    assert labels == {f"{trial_of[h].number} r{top[h]}" for h in front}
     second = layer(set(top) - front)
     assert second
     first = refine(study, 0)  # the front alone
