@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 
 from nas.pareto import common_rung_non_dominated, non_dominated
-from nas.promotion import (common_rung_ranks, crowding_distance, nondominated_ranks, promotable, promotion_order,
-                           promotion_quota)
+from nas.promotion import (
+    common_rung_ranks,
+    crowding_distance,
+    nondominated_ranks,
+    promotable,
+    promotion_order,
+    promotion_quota,
+)
 
 
 def _dominates(a: np.ndarray, b: np.ndarray) -> bool:
