@@ -16,7 +16,12 @@ every spec of the space to E):
 - **SH**: successive halving with Pareto promotion (rungs E/9, E/3, E, eta 3; :func:`nas.promotion.promotable`
   on (accuracy at the rung, cost), no noise), replayed synchronously rung by rung (the search promotes
   asynchronously: with every result in, both promote the same specs); as many random specs at the first rung
-  as C allows; the front of each spec's highest-rung values (as ``nas pareto`` shows a multi-fidelity study).
+  as C allows. Three fronts of what it scored: **SH E/9/E/3/E** compares each spec's highest-rung value
+  (mixed rungs: how ``nas pareto`` judged a multi-fidelity front before the common-rung rule); **SH common**
+  compares two specs at the highest rung both reached (:func:`nas.pareto.common_rung_non_dominated`, what
+  ``nas pareto`` does now); **SH+refine** then spends what C leaves (the first rung is capped by the space,
+  so often much) on ``nas pareto --refine 0`` repeated: the common-rung front's members below the top climb
+  one rung, cheapest step first, until every member is at the top or no step fits.
 
 Objectives: selection balanced accuracy (max) and cost (min): MACs (the cost model) or the predicted T4
 latency (``nas.objectives.spec_metrics`` with the shipped tables' predictor). Metric: the hypervolume of the
@@ -27,9 +32,11 @@ by a search); the epoch-E *test* balanced accuracy is reported as a variant. Als
 a strategy ranked by and the reference, over the specs it scored (for SH those are mixed rungs: a spec stopped
 at rung 2 competes with its rung-2 value, so its τ is lower than any single rung's, and a cheap spec stopped
 early can be dominated on the mixed front by a slightly cheaper one that climbed; the top rung itself *is* the
-reference here, τ 1 by construction); compute as a fraction of training every spec to E. Means over seeds with
-percentile-bootstrap 90 % intervals (seeds resampled); SH − best proxy is paired by seed (the best proxy is
-the one with the highest mean, chosen after the fact: an optimistic baseline). Goal: SH ≥ 0.95 of the
+reference here, τ 1 by construction); compute as a fraction of training every spec to E; the returned front's
+size (the HV of a set's reference values never falls when a spec is added, so a larger front is favoured:
+read the sizes beside the ratios). Means over seeds with
+percentile-bootstrap 90 % intervals (seeds resampled); each SH variant − best proxy is paired by seed (the best
+proxy is the one with the highest mean, chosen after the fact: an optimistic baseline). Goal: SH ≥ 0.95 of the
 reference hypervolume at ≤ 25 % of the compute, with the CI of SH − best proxy above 0. Written to
 ``bench/results/fidelity_strategies.json``; the figure is printed last.
 """

@@ -13,7 +13,6 @@ BENCH = Path(__file__).resolve().parents[1] / "bench" / "fidelity_strategies.py"
 E = 9  # rungs 1, 3, 9
 
 
-
 @pytest.fixture(scope="module")
 def fs(bench_module: Callable[[str], ModuleType]) -> ModuleType:
     return bench_module("fidelity_strategies")
@@ -51,8 +50,9 @@ def test_a_table_ranked_alike_at_every_epoch_gives_the_exact_front(fs) -> None:
     assert res[name]["compute"]["mean"] == pytest.approx(63 / (27 * E))
     assert res["proxy 1"]["hv_selection"]["mean"] == 1.0  # 27 specs at 1 epoch fit in 30 %, and rank right
     assert res["proxy 1"]["tau_selection"]["mean"] == pytest.approx(1.0)
-    both = replayed["sh_minus_best_proxy"]
-    assert (both["mean"], both["lo"], both["hi"]) == (0.0, 0.0, 0.0)  # both find the exact front every time
+    assert set(replayed["sh_minus_best_proxy"]) == {"SH 1/3/9", "SH common", "SH+refine"}
+    for both in replayed["sh_minus_best_proxy"].values():  # all find the exact front every time
+        assert (both["mean"], both["lo"], both["hi"]) == (0.0, 0.0, 0.0)
 
 
 def test_early_epochs_that_reverse_the_ranking_cut_the_true_front(fs) -> None:
@@ -73,6 +73,14 @@ def test_early_epochs_that_reverse_the_ranking_cut_the_true_front(fs) -> None:
     assert res["strategies"][name]["hv_selection"]["mean"] == pytest.approx(0.225 / 1.1)
     # the proxy at 1 epoch picks spec 8 (early 0.9), reference 0.1: normalized 1.0, ratio 0.1 / 1.1
     assert res["strategies"]["proxy 1"]["hv_selection"]["mean"] == pytest.approx(0.1 / 1.1)
+    # compared at the common rung, spec 8 beats 7 and 6 at epoch 3 (0.9 > 0.8, 0.7) and the rest at epoch 1:
+    # the front is spec 8, as the proxy's; refining has nothing to do (8 is at the top rung)
+    common = fs.successive_halving(np.arange(9), table, table.costs["macs"], 81, np.random.default_rng(0),
+                                   fs.rungs_of(E), common_rung=True)
+    assert common.front.tolist() == [8] and common.compute == 21
+    for name in ("SH common", "SH+refine"):
+        assert res["strategies"][name]["hv_selection"]["mean"] == pytest.approx(0.1 / 1.1)
+        assert res["strategies"][name]["compute"]["mean"] == pytest.approx(21 / 81)
 
 
 def test_random_with_all_the_compute_finds_the_exact_front(fs) -> None:
@@ -85,3 +93,14 @@ def test_the_bootstrap_interval_of_a_constant_is_that_constant(fs) -> None:
     assert fs.mean_ci(np.full(50, 0.5), resamples=300) == {"mean": 0.5, "lo": 0.5, "hi": 0.5, "n": 50}
     spread = fs.mean_ci(np.arange(100.0), resamples=300)
     assert spread["lo"] < 49.5 < spread["hi"]
+
+
+def test_refining_climbs_the_front_one_rung_at_a_time_within_the_budget(fs) -> None:
+    table = _same_ranking_table(fs)  # front: specs 0 and 1 at every epoch
+    rungs, cost = fs.rungs_of(E), table.costs["macs"]
+    reached = {0: 0, 1: 0, 2: 0}
+    assert fs.refine_front(reached, table, cost, rungs, budget=3) == 2  # one step 1 → 3 epochs fits, not two
+    assert reached == {0: 1, 1: 0, 2: 0}
+    assert fs.refine_front(reached, table, cost, rungs, budget=100) == 2 + 6 + 6  # 1 to rung 1, both to 9
+    assert reached == {0: 2, 1: 2, 2: 0}  # spec 2 was never on the front
+    assert fs.refine_front(reached, table, cost, rungs, budget=100) == 0
