@@ -17,7 +17,8 @@ every spec of the space to E):
   on (accuracy at the rung, cost), no noise), replayed synchronously rung by rung (the search promotes
   asynchronously: with every result in, both promote the same specs); as many random specs at the first rung
   as C allows. Three fronts of what it scored: **SH E/9/E/3/E** compares each spec's highest-rung value
-  (mixed rungs: how ``nas pareto`` judged a multi-fidelity front before the common-rung rule); **SH common**
+  (mixed rungs: how ``nas pareto`` judged a multi-fidelity front before the common-rung rule); **SH top**
+  the front of the specs that reached the top rung only (what ``study.best_trials`` holds); **SH common**
   compares two specs at the highest rung both reached (:func:`nas.pareto.common_rung_non_dominated`, what
   ``nas pareto`` does now); **SH+refine** then spends what C leaves (the first rung is capped by the space,
   so often much) on ``nas pareto --refine 0`` repeated: the common-rung front's members below the top climb
@@ -50,7 +51,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -70,6 +71,8 @@ PROXY_EPOCHS = (1, 2, 3, 4, 6)
 ETA = 3
 RESAMPLES = 2000
 DIRECTIONS = ("maximize", "minimize")
+#: How successive halving's front is judged across rungs (:func:`rung_front`).
+FrontRule = Literal["mixed", "top", "common"]
 
 
 @dataclass(frozen=True)
@@ -176,11 +179,15 @@ def _halving(space: np.ndarray, table: Table, cost: np.ndarray, budget: float, r
 
 
 def rung_front(reached: dict[int, int], table: Table, cost: np.ndarray, rungs: Sequence[int],
-               common_rung: bool) -> np.ndarray:
-    """The front of the scored specs (sorted indices): by each spec's highest-rung value (mixed rungs), or
-    with ``common_rung`` at the rung both of a pair reached (:func:`nas.pareto.common_rung_non_dominated`)."""
+               judged: FrontRule = "common") -> np.ndarray:
+    """The front of the scored specs (sorted indices), judged by each spec's highest-rung value (``mixed``),
+    at the rung both of a pair reached (``common``, :func:`nas.pareto.common_rung_non_dominated`), or among
+    the specs at the top rung only (``top``, what ``study.best_trials`` holds)."""
     scored = np.array(sorted(reached), dtype=int)
-    if not common_rung:
+    if judged == "top":
+        top = scored[[reached[i] == len(rungs) - 1 for i in scored.tolist()]]
+        return front_of(top, table.selection[top, rungs[-1] - 1], cost)
+    if judged == "mixed":
         return front_of(scored, np.array([table.selection[i, rungs[reached[i]] - 1] for i in scored]), cost)
     ladders = [{k: to_minimization(np.array([[table.selection[i, rungs[k] - 1], cost[i]]]), DIRECTIONS)[0]
                 for k in range(reached[i] + 1)} for i in scored.tolist()]
@@ -194,7 +201,7 @@ def refine_front(reached: dict[int, int], table: Table, cost: np.ndarray, rungs:
     at the top or the next step does not fit. Updates ``reached``; returns the epochs spent."""
     spent = 0.0
     while True:
-        below = [i for i in rung_front(reached, table, cost, rungs, True).tolist() if reached[i] + 1 < len(rungs)]
+        below = [i for i in rung_front(reached, table, cost, rungs).tolist() if reached[i] + 1 < len(rungs)]
         steps = sorted((rungs[reached[i] + 1] - rungs[reached[i]], i) for i in below)
         affordable = [(step, i) for step, i in steps if spent + step <= budget]
         if not affordable:
@@ -206,7 +213,7 @@ def refine_front(reached: dict[int, int], table: Table, cost: np.ndarray, rungs:
 
 
 def successive_halving(space: np.ndarray, table: Table, cost: np.ndarray, budget: float, rng: np.random.Generator,
-                       rungs: Sequence[int], eta: float = ETA, common_rung: bool = False,
+                       rungs: Sequence[int], eta: float = ETA, judged: FrontRule = "mixed",
                        refine: bool = False) -> Outcome:
     """As many random specs as ``budget`` allows at the first rung, then the Pareto-promotable ``1/eta`` of each
     rung continue to the next (:func:`_halving`); with ``refine``, the budget left then goes to refining the
@@ -216,7 +223,7 @@ def successive_halving(space: np.ndarray, table: Table, cost: np.ndarray, budget
         spent += refine_front(reached, table, cost, rungs, budget - spent)
     scored = np.array(sorted(reached), dtype=int)
     values = np.array([table.selection[i, rungs[reached[i]] - 1] for i in scored.tolist()])
-    return Outcome(rung_front(reached, table, cost, rungs, common_rung), spent, scored, values)
+    return Outcome(rung_front(reached, table, cost, rungs, judged), spent, scored, values)
 
 
 # -- statistics ------------------------------------------------------------------------------------
@@ -256,8 +263,9 @@ def strategies(table: Table) -> dict[str, Callable[..., Outcome]]:
     for b in (b for b in PROXY_EPOCHS if b < table.horizon):
         out[f"proxy {b}"] = lambda *a, b=b: proxy_search(*a, epochs=b)
     out["SH " + "/".join(map(str, rungs))] = lambda *a: successive_halving(*a, rungs=rungs)
-    out["SH common"] = lambda *a: successive_halving(*a, rungs=rungs, common_rung=True)
-    out["SH+refine"] = lambda *a: successive_halving(*a, rungs=rungs, common_rung=True, refine=True)
+    out["SH top"] = lambda *a: successive_halving(*a, rungs=rungs, judged="top")
+    out["SH common"] = lambda *a: successive_halving(*a, rungs=rungs, judged="common")
+    out["SH+refine"] = lambda *a: successive_halving(*a, rungs=rungs, judged="common", refine=True)
     return out
 
 

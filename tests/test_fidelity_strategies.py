@@ -50,7 +50,7 @@ def test_a_table_ranked_alike_at_every_epoch_gives_the_exact_front(fs) -> None:
     assert res[name]["compute"]["mean"] == pytest.approx(63 / (27 * E))
     assert res["proxy 1"]["hv_selection"]["mean"] == 1.0  # 27 specs at 1 epoch fit in 30 %, and rank right
     assert res["proxy 1"]["tau_selection"]["mean"] == pytest.approx(1.0)
-    assert set(replayed["sh_minus_best_proxy"]) == {"SH 1/3/9", "SH common", "SH+refine"}
+    assert set(replayed["sh_minus_best_proxy"]) == {"SH 1/3/9", "SH top", "SH common", "SH+refine"}
     for both in replayed["sh_minus_best_proxy"].values():  # all find the exact front every time
         assert (both["mean"], both["lo"], both["hi"]) == (0.0, 0.0, 0.0)
 
@@ -76,9 +76,9 @@ def test_early_epochs_that_reverse_the_ranking_cut_the_true_front(fs) -> None:
     # compared at the common rung, spec 8 beats 7 and 6 at epoch 3 (0.9 > 0.8, 0.7) and the rest at epoch 1:
     # the front is spec 8, as the proxy's; refining has nothing to do (8 is at the top rung)
     common = fs.successive_halving(np.arange(9), table, table.costs["macs"], 81, np.random.default_rng(0),
-                                   fs.rungs_of(E), common_rung=True)
+                                   fs.rungs_of(E), judged="common")
     assert common.front.tolist() == [8] and common.compute == 21
-    for name in ("SH common", "SH+refine"):
+    for name in ("SH top", "SH common", "SH+refine"):  # spec 8 is also the only spec at the top rung
         assert res["strategies"][name]["hv_selection"]["mean"] == pytest.approx(0.1 / 1.1)
         assert res["strategies"][name]["compute"]["mean"] == pytest.approx(21 / 81)
 
