@@ -51,8 +51,9 @@ def test_a_table_ranked_alike_at_every_epoch_gives_the_exact_front(fs) -> None:
     assert res["proxy 1"]["hv_selection"]["mean"] == 1.0  # 27 specs at 1 epoch fit in 30 %, and rank right
     assert res["proxy 1"]["tau_selection"]["mean"] == pytest.approx(1.0)
     assert set(replayed["sh_minus_best_proxy"]) == {"SH 1/3/9", "SH top", "SH common", "SH+refine"}
-    for both in replayed["sh_minus_best_proxy"].values():  # all find the exact front every time
-        assert (both["mean"], both["lo"], both["hi"]) == (0.0, 0.0, 0.0)
+    assert {d["proxy"] for d in replayed["sh_minus_equal_compute_proxy"].values()} == {"proxy 2"}  # 2 ≤ 0.3 × 9
+    for both in [*replayed["sh_minus_best_proxy"].values(), *replayed["sh_minus_equal_compute_proxy"].values()]:
+        assert (both["mean"], both["lo"], both["hi"]) == (0.0, 0.0, 0.0)  # all find the exact front every time
 
 
 def test_early_epochs_that_reverse_the_ranking_cut_the_true_front(fs) -> None:
