@@ -39,9 +39,9 @@ read the sizes beside the ratios). Means over seeds with
 percentile-bootstrap 90 % intervals (seeds resampled). Each SH variant is compared, paired by seed, with the
 **proxy at equal compute** (the longest b whose b epochs for every spec fit the budget, b ≤ fraction × E:
 proxy 4 at 25 %) and with the **best proxy** (the highest mean, chosen after the fact among b = 1…9: an
-optimistic baseline no user can pick in advance, since the snapshots' ranking swings from epoch to epoch). Goal (the last line printed,
-judged on :data:`PRIMARY`, the front ``nas pareto`` shows): ≥ 0.95 of the reference hypervolume at ≤ 25 % of
-the compute, with the CI of SH − the proxy at equal compute above 0. Written to
+optimistic baseline no user can pick in advance, since the snapshots' ranking swings from epoch to epoch).
+Goal (the last line printed, judged on :data:`PRIMARY`, the front ``nas pareto`` shows): ≥ 0.95 of the
+reference hypervolume at ≤ 25 % of the compute, with the CI of SH − the proxy at equal compute above 0. Written to
 ``bench/results/fidelity_strategies.json``; the figure is printed last.
 """
 
