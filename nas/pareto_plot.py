@@ -16,8 +16,8 @@
 * **The pick** (:func:`nas.pareto.pick`: the knee unless another pick is given) is a star; front members
   tied with another member are ringed; 90 % intervals (accuracy: bootstrap, latency: the predictor's)
   are error bars. The axes span the points; a bar wider than the plot runs off its edge.
-* **HTML** (:mod:`nas.pareto_html`, the same panels with hover text) references plotly.js from its CDN (a
-  small file; viewing needs the network) or, offline, embeds it once (~4.8 MB; views anywhere).
+* **HTML** references plotly.js from its CDN (a small file; viewing needs the network) or, offline,
+  embeds it once (~4.8 MB; views anywhere).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from search_space.io import atomic_path
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+    from plotly.graph_objects import Figure as PlotlyFigure
 
 SUFFIXES = (".png", ".svg", ".html")
 #: Metric names whose value is a trained model's score (0 when the trial was never trained).
@@ -254,9 +255,7 @@ def front_panels(front: Front, picked: dict[str, Any] | None = None, picked_by: 
     return [_panel(front, scales[i], scales[j], picked, picked_by) for i, j in plot_layout(front)]
 
 
-def figure_title(front: Front, panels: Sequence[Panel]) -> str:
-    """The title of a front's figure: study, counts (front, dominated, infeasible), hypervolume, whether bars
-    are drawn, and the panels' notes."""
+def _title(front: Front, panels: Sequence[Panel]) -> str:
     drawn = any(layer.xerr or layer.yerr for p in panels for layer in p.layers.values())
     bars = "; bars: 90 % intervals" if drawn else ""
     notes = "".join(f"\n{note}" for note in dict.fromkeys(n for p in panels for n in p.notes))
@@ -292,8 +291,6 @@ def plot_front(front: Front, path: str | Path, *, picked: dict[str, Any] | None 
     suffix = path.suffix.lower()
     with atomic_path(path) as tmp:
         if suffix == ".html":
-            from nas.pareto_html import html_figure  # plotly only when an HTML plot is asked for
-
             html_figure(front, picked, picked_by).write_html(
                 str(tmp), include_plotlyjs=True if offline else "cdn", full_html=True,
                 config={"displaylogo": False})
@@ -332,7 +329,7 @@ def static_figure(front: Front, picked: dict[str, Any] | None = None, picked_by:
     for (r, c), panel in zip(layout, panels):
         _draw(grid[r][c], panel)
     legend = {label: handle for ax in fig.axes for handle, label in zip(*ax.get_legend_handles_labels())}
-    fig.suptitle(figure_title(front, panels), fontsize=10)
+    fig.suptitle(_title(front, panels), fontsize=10)
     fig.tight_layout()
     if side == 1:
         grid[0][0].legend(legend.values(), legend.keys(), loc="best", fontsize=8)
@@ -345,7 +342,7 @@ def static_figure(front: Front, picked: dict[str, Any] | None = None, picked_by:
     return fig
 
 
-def point_name(row: dict[str, Any]) -> str:
+def _point_name(row: dict[str, Any]) -> str:
     """A point's label: its trial number, preset, and rung in a multi-fidelity study (``21 r1``)."""
     return (f"{row['number']}" + (f" {row['preset']}" if row.get("preset") else "")
             + (f" r{row['rung']}" if "rung" in row else ""))
@@ -355,10 +352,10 @@ def _named_points(panel: Panel) -> list[tuple[dict[str, Any], float, float]]:
     """The labelled points of a panel: the staircase's, then front members off it (in a multi-fidelity
     study a member judged at a lower common rung can sit below the staircase of displayed values)."""
     out = list(zip(panel.stairs.rows, panel.stairs.x, panel.stairs.y)) if panel.stairs is not None else []
-    return out + off_stairs(panel)
+    return out + _off_stairs(panel)
 
 
-def off_stairs(panel: Panel) -> list[tuple[dict[str, Any], float, float]]:
+def _off_stairs(panel: Panel) -> list[tuple[dict[str, Any], float, float]]:
     """Front members of a multi-fidelity study that are not on the panel's staircase."""
     front, named = panel.layers.get("front"), {r["number"] for r in (panel.stairs.rows if panel.stairs else [])}
     if front is None:
@@ -376,7 +373,7 @@ def _draw(ax: Any, panel: Panel) -> None:
         ax.step(panel.stairs.x, panel.stairs.y, where="post", color=_RED, lw=1.3, alpha=0.8,
                 label=panel.stairs.label, gid="stairs", zorder=3)
     for row, x, y in _named_points(panel):
-        ax.annotate(point_name(row), (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7, zorder=7)
+        ax.annotate(_point_name(row), (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7, zorder=7)
     for key, layer in panel.layers.items():
         ax.scatter(layer.x, layer.y, label=layer.label, gid=key, **_STYLE[key])
     ax.set_xlim(*panel.xlim)
@@ -384,3 +381,77 @@ def _draw(ax: Any, panel: Panel) -> None:
     ax.set_xlabel(panel.x.title(), fontsize=9)
     ax.set_ylabel(panel.y.title(), fontsize=9)
     ax.grid(alpha=0.25)
+
+
+# -- plotly ------------------------------------------------------------------------------------------------
+_MARKER: dict[str, dict[str, Any]] = {
+    "dominated": {"color": "lightgrey", "size": 6},
+    "front": {"color": "crimson", "size": 9},
+    "outside": {"symbol": "square-open", "color": "grey", "size": 8},
+    "infeasible": {"symbol": "circle-open", "color": "darkorange", "size": 8},
+    "tied": {"symbol": "circle-open", "color": "black", "size": 18},
+    "pick": {"symbol": "star", "color": "gold", "size": 18, "line": {"color": "black", "width": 1}},
+}
+
+
+def _hover(rows: Sequence[dict[str, Any]], scales: Sequence[Scale]) -> list[str]:
+    """Hover text per row: trial, spec, preset, every objective with its interval, ties, why infeasible."""
+    out = []
+    for r in rows:
+        lines = [f"trial {r['number']}" + (f" ({r['preset']})" if r.get("preset") else ""), str(r.get("spec", ""))]
+        for s in scales:
+            span = interval(r, s.name)
+            bounds = f" [{s.show(span.low):.4g}–{s.show(span.high):.4g}]" if span.low != span.high else ""
+            untrained = s.measured_only_when_trained and not r.get("feasible", True)
+            lines.append(f"{s.label}: " + ("not trained" if untrained else s.text(r[s.name]) + bounds))
+        if "rung" in r:
+            lines.append(f"rung {r['rung']} ({r.get('rung_epochs')} epochs)")
+        if r.get("tied_with"):
+            lines.append(f"tied with {', '.join(map(str, r['tied_with']))}")
+        if r.get("infeasible_reason"):
+            lines.append(f"infeasible: {r['infeasible_reason']}")
+        out.append("<br>".join(lines))
+    return out
+
+
+def _errors(layer: Layer) -> dict[str, dict[str, Any]]:
+    return {f"error_{k}": {"type": "data", "symmetric": False, "array": bars[1], "arrayminus": bars[0],
+                           "thickness": 1}
+            for k, bars in (("x", layer.xerr), ("y", layer.yerr)) if bars is not None}
+
+
+def html_figure(front: Front, picked: dict[str, Any] | None = None, picked_by: str = "knee") -> PlotlyFigure:
+    """The plotly figure of :func:`plot_front` (the same panels as :func:`static_figure`), with hover text."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    panels = front_panels(front, picked, picked_by)
+    side, scales = len(front.metric_names) - 1, axis_scales(front)
+    fig = make_subplots(rows=side, cols=side, horizontal_spacing=0.08, vertical_spacing=0.1)
+    layout = [(r, c) for r in range(1, side + 1) for c in range(1, r + 1)]
+    legend: set[str] = set()  # each kind of trace in the legend once, whichever panel has it first
+    for (r, c), panel in zip(layout, panels):
+        if panel.stairs is not None:
+            fig.add_trace(go.Scatter(x=panel.stairs.x, y=panel.stairs.y, mode="lines+text", line_shape="hv",
+                                     line={"color": "crimson", "width": 1.5}, name=panel.stairs.label,
+                                     text=[_point_name(row) for row in panel.stairs.rows], textposition="top right",
+                                     textfont={"size": 9}, legendgroup="stairs", showlegend="stairs" not in legend,
+                                     hoverinfo="skip"), row=r, col=c)
+            legend.add("stairs")
+        if off := _off_stairs(panel):
+            fig.add_trace(go.Scatter(x=[x for _, x, _ in off], y=[y for _, _, y in off], mode="text",
+                                     text=[_point_name(row) for row, _, _ in off], textposition="top right",
+                                     textfont={"size": 9}, showlegend=False, hoverinfo="skip"), row=r, col=c)
+        for key, layer in panel.layers.items():
+            fig.add_trace(go.Scatter(
+                x=layer.x, y=layer.y, mode="markers", name=layer.label, marker=_MARKER[key], legendgroup=key,
+                showlegend=key not in legend, hoverinfo="skip" if key == "tied" else "text",
+                hovertext=_hover(layer.rows, scales), **(_errors(layer) if key in ("front", "dominated") else {})),
+                row=r, col=c)
+            legend.add(key)
+        fig.update_xaxes(title_text=panel.x.title(), range=list(panel.xlim), row=r, col=c)
+        fig.update_yaxes(title_text=panel.y.title(), range=list(panel.ylim), row=r, col=c)
+    fig.update_layout(title=_title(front, panels).replace("\n", "<br>"), template="plotly_white",
+                      margin={"t": 120}, height=600 if side == 1 else 420 * side + 120,
+                      width=None if side == 1 else 480 * side)
+    return fig

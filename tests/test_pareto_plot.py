@@ -21,8 +21,7 @@ from matplotlib.container import ErrorbarContainer
 
 from nas.objectives import Limits, SearchError
 from nas.pareto import pareto_front, pick
-from nas.pareto_html import html_figure
-from nas.pareto_plot import axis_scale, check_plot_target, plot_front, static_figure
+from nas.pareto_plot import axis_scale, check_plot_target, html_figure, plot_front, static_figure
 
 matplotlib.use("Agg")
 optuna.logging.set_verbosity(optuna.logging.ERROR)
