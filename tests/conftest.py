@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sys
+import wsgiref.util
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -88,6 +90,22 @@ def load_bench(name: str) -> ModuleType:
 def bench_module() -> Callable[[str], ModuleType]:
     """:func:`load_bench`, for tests of the benchmark scripts."""
     return load_bench
+
+
+def wsgi_get(app: Any, path: str) -> dict[str, Any]:
+    """GET ``path`` from the WSGI ``app`` (optuna-dashboard's REST API) in-process; assert 200; the JSON body."""
+    status: list[str] = []
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path}
+    wsgiref.util.setup_testing_defaults(environ)
+    body = b"".join(app(environ, lambda s, h, exc_info=None: status.append(s)))
+    assert status[0].startswith("200"), status
+    return json.loads(body)
+
+
+@pytest.fixture(scope="session")
+def dashboard_get() -> Callable[[Any, str], dict[str, Any]]:
+    """:func:`wsgi_get`, for tests that read a study through optuna-dashboard's API."""
+    return wsgi_get
 
 
 @pytest.fixture

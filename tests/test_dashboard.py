@@ -3,9 +3,8 @@ among the best trials, a note per finished trial. Read through the dashboard's o
 
 from __future__ import annotations
 
-import json
 import sys
-import wsgiref.util
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -32,21 +31,12 @@ def accuracy(spec: ArchSpec, data: object) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def searched() -> tuple[optuna.Study, dict[str, Any]]:
+def searched(dashboard_get: Callable[[Any, str], dict[str, Any]]) -> tuple[optuna.Study, dict[str, Any]]:
     """One search with infeasible trials and duplicates, and the dashboard's view of its study."""
     study = run_search(SearchConfig(objectives="acc,macs", storage=None, study="d", space=TINY, num_classes=10,
                                     trials=14, seed=0, limits=Limits(max_memory_kib=LIMIT)), accuracy).study
     app = optuna_dashboard.wsgi(study._storage)  # the dashboard on the search's (in-memory) storage
-    return study, _get(app, f"/api/studies/{study._study_id}")
-
-
-def _get(app: Any, path: str) -> dict[str, Any]:
-    status: list[str] = []
-    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path}
-    wsgiref.util.setup_testing_defaults(environ)
-    body = b"".join(app(environ, lambda s, h, exc_info=None: status.append(s)))
-    assert status[0].startswith("200"), status
-    return json.loads(body)
+    return study, dashboard_get(app, f"/api/studies/{study._study_id}")
 
 
 def test_infeasible_trials_are_flagged_in_the_dashboard_and_in_optunas_plot(searched):

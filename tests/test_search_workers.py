@@ -14,7 +14,6 @@ import sys
 import textwrap
 import time
 import uuid
-import wsgiref.util
 from pathlib import Path
 
 import optuna
@@ -127,24 +126,15 @@ def test_a_killed_worker_trial_is_retried_and_the_study_completes(tmp_path):
     assert summary.evaluated == 5
 
 
-def test_the_dashboard_reads_the_study(tmp_path):
+def test_the_dashboard_reads_the_study(tmp_path, dashboard_get):
     optuna_dashboard = pytest.importorskip("optuna_dashboard", reason="pip install '.[dashboard]'")
     url = f"sqlite:///{tmp_path / 'dash.db'}"
     run_search(SearchConfig(objectives="macs,memory", storage=url, study="dash", trials=4, num_classes=10,
                             space=SearchSpace.from_dict(SPACE), heartbeat_interval=None))
     app = optuna_dashboard.wsgi(url)
-
-    def get(path: str) -> dict:
-        status: list[str] = []
-        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path}
-        wsgiref.util.setup_testing_defaults(environ)
-        body = b"".join(app(environ, lambda s, h, exc_info=None: status.append(s)))
-        assert status[0].startswith("200"), status
-        return json.loads(body)
-
-    (summary,) = get("/api/studies")["study_summaries"]
+    (summary,) = dashboard_get(app, "/api/studies")["study_summaries"]
     assert summary["study_name"] == "dash"
-    detail = get(f"/api/studies/{summary['study_id']}")
+    detail = dashboard_get(app, f"/api/studies/{summary['study_id']}")
     assert detail["objective_names"] == ["macs", "memory_kib"]
     assert len(detail["trials"]) == 4
     attrs = {a["key"] for a in detail["trials"][0]["user_attrs"]}
