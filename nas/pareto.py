@@ -176,6 +176,11 @@ def trial_values(trial: FrozenTrial) -> list[float] | None:
     return None
 
 
+def spec_key(row: dict[str, Any]) -> str | int:
+    """What makes two rows the same spec: its hash (the trial number for a row without one)."""
+    return row.get("spec_hash") or row["number"]
+
+
 def trial_row(trial: FrozenTrial, metric_names: Sequence[str]) -> dict[str, Any]:
     """A flat dict for people and tools: number, objective values by name (:func:`trial_values`), spec,
     preset, every attribute (a multi-fidelity trial's ``rung`` and ``rung_epochs`` among them)."""
@@ -294,7 +299,7 @@ def pareto_front(study: optuna.Study, limits: Limits | None = None,
     checks = limit_filter(complete, limits)
     candidates, excluded, seen = [], [], set()
     for row in sorted(complete, key=lambda r: (-r.get("rung", 0), r["number"])):  # each spec's highest rung
-        key = row.get("spec_hash") or row["number"]
+        key = spec_key(row)
         if not row["feasible"] or not _passes(row, checks) or key in seen:
             excluded.append(row)
             continue
@@ -325,11 +330,11 @@ def rung_ladders(front: Front, candidates: Sequence[dict[str, Any]],
     ``measured``, the first of a spec at each rung), for :func:`common_rung_non_dominated`."""
     by_spec: dict[Any, dict[int, dict[str, Any]]] = {}
     for row in sorted(measured, key=lambda r: r["number"]):
-        by_spec.setdefault(row.get("spec_hash") or row["number"], {}).setdefault(row.get("rung", 0), row)
+        by_spec.setdefault(spec_key(row), {}).setdefault(row.get("rung", 0), row)
     ladders = []
     for row in candidates:
         top = row.get("rung", 0)
-        rows = {rung: r for rung, r in by_spec.get(row.get("spec_hash") or row["number"], {}).items() if rung < top}
+        rows = {rung: r for rung, r in by_spec.get(spec_key(row), {}).items() if rung < top}
         rows[top] = row
         ladders.append(dict(zip(rows, front.points(list(rows.values())), strict=True)))
     return ladders

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nas.objectives import MAXIMIZE, METRIC, SearchError
-from nas.pareto import Front, non_dominated, pick, to_minimization
+from nas.pareto import Front, non_dominated, pick, spec_key, to_minimization
 from nas.uncertainty import interval
 from search_space.io import atomic_path
 
@@ -138,7 +138,7 @@ def _excluded(front: Front) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
     seen = {r.get("spec_hash") for r in front.rows + front.dominated}
     infeasible, outside = [], []
     for r in sorted(front.excluded, key=lambda r: (-r.get("rung", 0), r["number"])):  # highest rung first
-        key = r.get("spec_hash") or r["number"]
+        key = spec_key(r)
         if "duplicate_of" in r or key in seen:
             continue
         seen.add(key)

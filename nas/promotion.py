@@ -15,7 +15,7 @@ standard error of making the cut is ranked as if it made it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -26,25 +26,23 @@ def nondominated_ranks(points: np.ndarray) -> np.ndarray:
     """Non-dominated rank of each row of ``points`` (n × k, minimized): 0 for the front, 1 for the front
     of the rest, and so on (repeated peeling; fine for the hundreds of specs of a rung)."""
     pts = np.asarray(points, dtype=float).reshape(len(points), -1)
-    ranks = np.full(len(pts), -1, dtype=int)
-    left = np.arange(len(pts))
-    rank = 0
-    while len(left):
-        front = non_dominated(pts[left])
-        ranks[left[front]] = rank
-        left = left[~front]
-        rank += 1
-    return ranks
+    return _peel(len(pts), lambda left: non_dominated(pts[left]))
 
 
 def common_rung_ranks(ladders: Sequence[Mapping[int, np.ndarray]]) -> np.ndarray:
     """:func:`nondominated_ranks` with dominance judged at the rung both specs reached
     (:func:`nas.pareto.common_rung_non_dominated`): specs measured at different rungs."""
-    ranks = np.full(len(ladders), -1, dtype=int)
-    left = np.arange(len(ladders))
+    return _peel(len(ladders), lambda left: common_rung_non_dominated([ladders[i] for i in left]))
+
+
+def _peel(n: int, front_of: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Ranks of ``n`` items by repeated peeling: ``front_of(indices)`` is the mask of the non-dominated ones
+    among ``indices``; they get the current rank and are removed."""
+    ranks = np.full(n, -1, dtype=int)
+    left = np.arange(n)
     rank = 0
     while len(left):
-        front = common_rung_non_dominated([ladders[i] for i in left])
+        front = front_of(left)
         ranks[left[front]] = rank
         left = left[~front]
         rank += 1
