@@ -352,8 +352,12 @@ def format_figure(results: dict[str, Any], specs: int, horizon: int, detail: flo
     return "\n".join(lines)
 
 
+def _signed(d: dict[str, Any]) -> str:
+    return f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
+
+
 def _diff(d: dict[str, Any]) -> str:
-    return f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}] vs {d['proxy']}"
+    return f"{_signed(d)} vs {d['proxy']}"
 
 
 def _verdict(results: dict[str, Any]) -> str:
@@ -368,7 +372,7 @@ def _verdict(results: dict[str, Any]) -> str:
             eq = at.get(f"sh_minus_equal_compute_proxy{suffix}", {}).get(PRIMARY)
             verdict = "✘" if eq is None else "✔" if eq["lo"] > 0 else "✘ (behind)" if eq["hi"] < 0 else "✘ (tie)"
             parts.append(f"{ref} ref HV {hv['mean']:.3f} {'✔' if hv['mean'] >= 0.95 else '✘'}, "
-                         f"− {eq['proxy'] if eq else 'proxy'} {_diff(eq).split(' vs ')[0] if eq else '-'} {verdict}")
+                         f"− {eq['proxy'] if eq else 'proxy'} {_signed(eq) if eq else '-'} {verdict}")
         lines.append(f"  {cost}: " + "; ".join(parts))
     return "\n".join(lines)
 
