@@ -326,6 +326,7 @@ WORKER = textwrap.dedent("""
                             fidelity=FidelityConfig((1, 3, 9), 3, rung_dir)), accuracy)
 """)
 SPACE = {"depths": [[1, 2], [1, 2], [1, 3], [1, 1]], "widths": [[0.25, 0.5], [0.25], [0.25, 0.5], [0.25, 1.0]]}
+DIAGNOSE = ("spec_hash", "rung", "promotion", "promoted_from", "claim_lost", "retry_of", "fail_reason")
 
 
 def _three_workers_one_killed(tmp_path: Path, url: str, study: str, trials: int = 9) -> None:
@@ -354,8 +355,11 @@ def _three_workers_one_killed(tmp_path: Path, url: str, study: str, trials: int 
     assert TrialState.RUNNING not in states and TrialState.WAITING not in states
     evals = check_rungs(result)  # none evaluated twice, nothing owed, every rung above one below
     assert sum(1 for (_, r) in evals if r == 0) == trials
-    killed = min((t for t in result.trials if t.state == TrialState.FAIL
-                  and t.user_attrs.get("promotion", "").startswith(stalled)), key=lambda t: t.number)
+    failed = [t for t in result.trials if t.state == TrialState.FAIL
+              and t.user_attrs.get("promotion", "").startswith(stalled)]
+    assert failed, (stalled, [(t.number, t.state.name, {k: v for k, v in t.user_attrs.items() if k in DIAGNOSE},
+                               t.system_attrs.get("failed_trial")) for t in result.trials])  # seen once: say why
+    killed = min(failed, key=lambda t: t.number)
     spec_hash, rung = killed.user_attrs["promotion"].split("@")
     assert evals[(spec_hash, int(rung))].number > killed.number  # the dead worker's promotion was trained again
     trained = [tuple(line.split()) for log in logs if log.exists() for line in log.read_text().splitlines()]
