@@ -129,8 +129,8 @@ def test_a_killed_worker_trial_is_retried_and_the_study_completes(tmp_path):
 def test_the_dashboard_reads_the_study(tmp_path, dashboard_get):
     optuna_dashboard = pytest.importorskip("optuna_dashboard", reason="pip install '.[dashboard]'")
     url = f"sqlite:///{tmp_path / 'dash.db'}"
-    run_search(SearchConfig(objectives="macs,memory", storage=url, study="dash", trials=4, num_classes=10,
-                            space=SearchSpace.from_dict(SPACE), heartbeat_interval=None))
+    run_search(SearchConfig(objectives="macs,memory", storage=url, study="dash", trials=4, num_classes=10,  # seeded:
+                            space=SearchSpace.from_dict(SPACE), heartbeat_interval=None, seed=0))  # no duplicate
     app = optuna_dashboard.wsgi(url)
     (summary,) = dashboard_get(app, "/api/studies")["study_summaries"]
     assert summary["study_name"] == "dash"
